@@ -1,0 +1,170 @@
+"""Bluesky documents rebuilt from what TiledWriter stores.
+
+TiledWriter keeps the start and stop documents whole, each stream's first descriptor
+(less ``name``, ``object_keys`` and ``run_start``) as the stream node's metadata, and
+later descriptors of a stream only as ``{uid, time, configuration}`` entries in
+``_config_updates``. This module turns those back into documents, deterministically.
+See docs/compat.md for every field that cannot come back exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable
+
+__all__ = ["Document", "descriptors_from_stream", "to_plain"]
+
+# dtype -> dtype_numpy as the writer's normaliser fills it in when a data key has none.
+_DEFAULT_NUMPY_DTYPE = {
+    "number": "<f8",
+    "array": "<f8",
+    "boolean": "|b1",
+    "string": "<U0",
+    "integer": "<i8",
+}
+# Keys the writer adds to the stream metadata that are not part of a descriptor.
+_STREAM_ONLY_KEYS = {"_config_updates"}
+
+
+class Document(dict):
+    """A document: a ``dict`` whose keys can also be read as attributes.
+
+    >>> d = Document({"plan_name": "scan", "sample": {"name": "Si"}})
+    >>> d.plan_name, d.sample.name, d["plan_name"]
+    ('scan', 'Si', 'scan')
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            value = self[key]
+        except KeyError:
+            raise AttributeError(
+                f"This document has no key {key!r}; its keys are {sorted(self)}."
+            ) from None
+        return Document(value) if type(value) is dict else value
+
+    def __dir__(self):
+        return [*super().__dir__(), *(k for k in self if isinstance(k, str) and k.isidentifier())]
+
+    def __copy__(self):
+        return Document(self)
+
+    def __deepcopy__(self, memo):
+        return Document(copy.deepcopy(dict(self), memo))
+
+    def to_dict(self) -> dict:
+        """A plain ``dict`` deep copy."""
+        return to_plain(self)
+
+
+def to_plain(obj: Any) -> Any:
+    """Deep-copy mappings and sequences from Tiled's views into plain dicts and lists."""
+    if isinstance(obj, dict) or hasattr(obj, "items") and hasattr(obj, "keys"):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _restore_data_keys(data_keys: dict) -> dict:
+    """Undo what the writer's normaliser added to data keys where it can be told apart."""
+    out = {}
+    for key, spec in data_keys.items():
+        spec = dict(spec)
+        if spec.get("dtype_numpy") is not None and spec.get("dtype_numpy") == _DEFAULT_NUMPY_DTYPE.get(
+            spec.get("dtype")
+        ):
+            # The normaliser derives exactly this value from ``dtype`` when the
+            # original had none; the common case (ophyd) never sends one.
+            del spec["dtype_numpy"]
+        out[key] = spec
+    return out
+
+
+def _object_keys(data_keys: dict) -> dict:
+    object_keys: dict[str, list[str]] = {}
+    for key, spec in data_keys.items():
+        name = spec.get("object_name")
+        if name is not None:
+            object_keys.setdefault(name, []).append(key)
+    return object_keys
+
+
+def descriptors_from_stream(run_uid: str, stream_name: str, metadata: dict) -> list[Document]:
+    """The descriptor documents of one stream, first one first.
+
+    ``metadata`` is the stream node's metadata. Later descriptors (configuration
+    updates) carry the first descriptor's data keys, hints and object keys: the writer
+    keeps only their ``uid``, ``time`` and ``configuration``.
+
+    >>> md = {"uid": "d1", "time": 1.0, "data_keys": {"x": {"dtype": "number",
+    ...       "shape": [], "source": "s", "object_name": "x", "dtype_numpy": "<f8"}},
+    ...       "configuration": {}, "hints": {}}
+    >>> [d["uid"] for d in descriptors_from_stream("r1", "primary", md)]
+    ['d1']
+    >>> descriptors_from_stream("r1", "primary", md)[0]["object_keys"]
+    {'x': ['x']}
+    """
+    metadata = to_plain(metadata)
+    first = {k: v for k, v in metadata.items() if k not in _STREAM_ONLY_KEYS}
+    data_keys = _restore_data_keys(first.get("data_keys", {}))
+    first["data_keys"] = data_keys
+    if "configuration" in first:
+        first["configuration"] = {
+            obj: {**conf, "data_keys": _restore_data_keys(conf.get("data_keys", {}))}
+            if "data_keys" in conf
+            else conf
+            for obj, conf in first["configuration"].items()
+        }
+    first["name"] = stream_name
+    first["run_start"] = run_uid
+    first["object_keys"] = _object_keys(data_keys)
+    descriptors = [Document(first)]
+    for update in metadata.get("_config_updates", []) or []:
+        later = copy.deepcopy(first)
+        later["uid"] = update["uid"]
+        later["time"] = update["time"]
+        if "configuration" in update:
+            merged = copy.deepcopy(first.get("configuration", {}))
+            for obj, conf in update["configuration"].items():
+                merged.setdefault(obj, {}).update(conf)
+                if "data_keys" in merged[obj]:
+                    merged[obj]["data_keys"] = _restore_data_keys(merged[obj]["data_keys"])
+            later["configuration"] = merged
+        descriptors.append(Document(later))
+    return descriptors
+
+
+def sorted_by_time(descriptors: Iterable[dict]) -> list:
+    """Descriptors in the order they were emitted (time, then uid)."""
+    return sorted(descriptors, key=lambda d: (d.get("time", 0), d.get("uid", "")))
+
+
+# -- identifiers Tiled does not keep, derived deterministically ------------------
+import uuid as _uuid
+
+_NAMESPACE = _uuid.UUID("5f0c2c8e-3c1a-4f7e-9a55-2b7d6a0c1e42")
+
+
+def resource_uid_for(run_uid: str, stream_name: str, data_key: str) -> str:
+    """The uid given to the resource of one external key of one stream.
+
+    TiledWriter does not keep resource uids; this one is stable across calls and
+    processes, so datum ids built on it stay consistent.
+
+    >>> resource_uid_for("r", "primary", "img") == resource_uid_for("r", "primary", "img")
+    True
+    """
+    return str(_uuid.uuid5(_NAMESPACE, f"resource/{run_uid}/{stream_name}/{data_key}"))
+
+
+def datum_id_for(run_uid: str, stream_name: str, data_key: str, index: int) -> str:
+    """The datum id of frame ``index`` (0-based) of one external key: ``<resource uid>/<index>``."""
+    return f"{resource_uid_for(run_uid, stream_name, data_key)}/{index}"
+
+
+def event_uid_for(descriptor_uid: str, seq_num: int) -> str:
+    """A stable event uid, derived from the descriptor uid and ``seq_num``."""
+    return str(_uuid.uuid5(_NAMESPACE, f"event/{descriptor_uid}/{seq_num}"))

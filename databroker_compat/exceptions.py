@@ -1,0 +1,68 @@
+"""Errors raised by databroker-compat.
+
+The hierarchy::
+
+    DatabrokerCompatError
+    ├── RunNotFound            (also KeyError: ``db[...]`` with nothing to find)
+    ├── AmbiguousKey           (also ValueError: a uid prefix that matches several runs)
+    ├── BadKey                 (also TypeError: a key of a type ``db[...]`` cannot take)
+    ├── UnknownField           (also ValueError: ``fields=[...]`` names nothing the runs hold)
+    ├── QueryNotSupported      (also ValueError: a query neither the server nor the client can run)
+    ├── ServerUnavailable      (also ConnectionError: the Tiled server went away)
+    └── MigrationError         (also RuntimeError: a migration step that failed)
+
+Every class also subclasses the builtin exception databroker v1 raised in the same
+situation, so scripts that catch ``KeyError`` or ``ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousKey",
+    "BadKey",
+    "DatabrokerCompatError",
+    "MigrationError",
+    "QueryNotSupported",
+    "RunNotFound",
+    "ServerUnavailable",
+    "UnknownField",
+]
+
+
+class DatabrokerCompatError(Exception):
+    """Base class of every error this package raises."""
+
+
+class RunNotFound(DatabrokerCompatError, KeyError):
+    """No run matches the key given to ``db[...]``.
+
+    >>> issubclass(RunNotFound, KeyError)
+    True
+    """
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousKey(DatabrokerCompatError, ValueError):
+    """A uid prefix matches more than one run."""
+
+
+class BadKey(DatabrokerCompatError, TypeError):
+    """A key of a type that ``db[...]`` does not accept."""
+
+
+class UnknownField(DatabrokerCompatError, ValueError):
+    """``fields=`` names a field that none of the runs holds."""
+
+
+class QueryNotSupported(DatabrokerCompatError, ValueError):
+    """A query that cannot be run, on the server or on the client."""
+
+
+class ServerUnavailable(DatabrokerCompatError, ConnectionError):
+    """The Tiled server did not answer."""
+
+
+class MigrationError(DatabrokerCompatError, RuntimeError):
+    """A migration step failed."""

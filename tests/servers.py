@@ -1,0 +1,159 @@
+"""Tiled servers for the tests: embedded, a `tiled serve` subprocess, PostgreSQL-backed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+PG_HOST = os.environ.get("DATABROKER_COMPAT_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("DATABROKER_COMPAT_PG_PORT", "5432"))
+PG_USER = os.environ.get("DATABROKER_COMPAT_PG_USER", "postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TiledProcess:
+    """A `tiled serve catalog ...` subprocess, stopped by ``close()``."""
+
+    def __init__(self, catalog: str, writable: list[str], readable: list[str], directory: Path, init=True):
+        self.api_key = secrets.token_hex(16)
+        self.port = free_port()
+        self.directory = directory
+        self.catalog = catalog
+        self.writable = writable
+        self.readable = readable
+        self.init = init
+        self.log_path = directory / "server.log"
+        self.process = None
+        self.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def uri(self) -> str:
+        return f"{self.base}/api/v1?api_key={self.api_key}"
+
+    def command(self) -> list[str]:
+        tiled = shutil.which("tiled") or str(Path(sys.executable).with_name("tiled"))
+        cmd = [tiled, "serve", "catalog"]
+        if self.init:
+            cmd.append("--init")
+        cmd.append(self.catalog)
+        for w in self.writable:
+            cmd += ["-w", w]
+        for r in self.readable:
+            cmd += ["-r", r]
+        cmd += ["--api-key", self.api_key, "--host", "127.0.0.1", "--port", str(self.port)]
+        return cmd
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"tiled serve exited with {self.process.returncode}; log:\n{self.log_path.read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.close()
+        raise TimeoutError(f"tiled serve did not start in {timeout}s; log in {self.log_path}")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def sqlite_server(directory: Path, readable: list[str]) -> TiledProcess:
+    """The command the Tiled docs give Bluesky users: SQLite catalog + DuckDB tables."""
+    (directory / "data").mkdir(parents=True, exist_ok=True)
+    return TiledProcess(
+        str(directory / "catalog.db"),
+        # An absolute path after duckdb:/// gives the four slashes DuckDB needs.
+        [f"duckdb:///{directory / 'storage.db'}", str(directory / "data")],
+        readable,
+        directory,
+    )
+
+
+def _psql(sql: str, database: str = "postgres") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", database, "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def postgres_available() -> str | None:
+    """None if PostgreSQL answers, else the reason it does not."""
+    if shutil.which("psql") is None:
+        return "psql is not installed"
+    try:
+        result = _psql("SELECT 1")
+    except (subprocess.TimeoutExpired, OSError) as err:
+        return f"psql failed: {err!r}"
+    if result.returncode != 0:
+        return f"PostgreSQL at {PG_HOST}:{PG_PORT} did not answer: {result.stderr.strip()}"
+    return None
+
+
+class PostgresDatabases:
+    """Fresh databases on the local PostgreSQL server, dropped by ``close()``."""
+
+    def __init__(self, *names: str):
+        tag = uuid.uuid4().hex[:10]
+        self.names = [f"dbc_{name}_{tag}" for name in names]
+        for db in self.names:
+            result = _psql(f'CREATE DATABASE "{db}"')
+            if result.returncode != 0:
+                raise RuntimeError(f"Could not create database {db}: {result.stderr}")
+
+    def uri(self, name: str) -> str:
+        return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+
+    def close(self) -> None:
+        for db in self.names:
+            _psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def postgres_server(directory: Path, readable: list[str]):
+    """Catalog and tables both in PostgreSQL (separate databases), files in ``directory``."""
+    (directory / "data").mkdir(parents=True, exist_ok=True)
+    dbs = PostgresDatabases("catalog", "storage")
+    try:
+        server = TiledProcess(
+            dbs.uri(dbs.names[0]),
+            [dbs.uri(dbs.names[1]), str(directory / "data")],
+            readable,
+            directory,
+        )
+    except Exception:
+        dbs.close()
+        raise
+    return server, dbs
