@@ -7,31 +7,45 @@
 
 from ._version import __version__
 from .broker import Broker
+from .config import list_configs, lookup_config, temp_config
 from .embedded import temp
 from .exceptions import (
     AmbiguousKey,
     BadKey,
+    ConfigError,
+    ConfigNotFound,
     DatabrokerCompatError,
+    ExternalDataUnavailable,
     MigrationError,
+    MongoConfigNeedsMigration,
     QueryNotSupported,
     RunNotFound,
     ServerUnavailable,
     UnknownField,
 )
 from .header import ALL, Header
+from .results import Results
 
 __all__ = [
     "ALL",
     "AmbiguousKey",
     "BadKey",
     "Broker",
+    "ConfigError",
+    "ConfigNotFound",
     "DatabrokerCompatError",
+    "ExternalDataUnavailable",
     "Header",
     "MigrationError",
+    "MongoConfigNeedsMigration",
     "QueryNotSupported",
+    "Results",
     "RunNotFound",
     "ServerUnavailable",
     "UnknownField",
     "__version__",
+    "list_configs",
+    "lookup_config",
     "temp",
+    "temp_config",
 ]

@@ -65,7 +65,13 @@ def node_path(item: dict) -> list[str]:
 
 def _get(context, url: str, *, params: dict | None = None, accept: str = MSGPACK) -> httpx.Response:
     try:
-        response = context.http_client.get(url, params=params or {}, headers={"Accept": accept})
+        try:
+            response = context.http_client.get(url, params=params or {}, headers={"Accept": accept})
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # A kept-alive connection the server closed (it does so after a 500): a GET
+            # is safe to send once more, on a fresh connection.
+            logger.debug("Connection to %s was closed by the server; retrying once.", url)
+            response = context.http_client.get(url, params=params or {}, headers={"Accept": accept})
     except httpx.TransportError as err:
         raise ServerUnavailable(
             f"The Tiled server at {context.api_uri} did not answer ({err!r}). "
@@ -122,3 +128,19 @@ def read_array(context, path: list[str], *, slice_: str | None = None, dtype=Non
         params["slice"] = slice_
     response = handle_error(_get(context, url, params=params, accept=OCTET))
     return numpy.frombuffer(response.content, dtype=dtype).reshape(shape)
+
+
+def numpy_dtype(data_type: dict):
+    """The numpy dtype of a Tiled array structure's ``data_type``."""
+    import numpy
+
+    endianness = {"little": "<", "big": ">", "not_applicable": "|"}[data_type["endianness"]]
+    return numpy.dtype(f"{endianness}{data_type['kind']}{data_type['itemsize']}")
+
+
+def data_source(context, path: list[str]) -> dict | None:
+    """The first data source of a node (its MIME type, parameters and file assets)."""
+    url = f"{context.api_uri}metadata/{_url_path(*path)}"
+    body = get_json(context, url, params={"include_data_sources": True})
+    sources = body["data"]["attributes"].get("data_sources") or []
+    return sources[0] if sources else None

@@ -9,7 +9,11 @@ The hierarchy::
     ├── UnknownField           (also ValueError: ``fields=[...]`` names nothing the runs hold)
     ├── QueryNotSupported      (also ValueError: a query neither the server nor the client can run)
     ├── ServerUnavailable      (also ConnectionError: the Tiled server went away)
-    └── MigrationError         (also RuntimeError: a migration step that failed)
+    ├── MigrationError         (also RuntimeError: a migration step that failed)
+    ├── ExternalDataUnavailable (also OSError: the server could not read a detector file)
+    ├── ConfigNotFound         (also FileNotFoundError: ``Broker.named`` found no such name)
+    └── ConfigError            (also ValueError: a configuration that cannot be used)
+        └── MongoConfigNeedsMigration  (a legacy configuration that still names MongoDB)
 
 Every class also subclasses the builtin exception databroker v1 raised in the same
 situation, so scripts that catch ``KeyError`` or ``ValueError`` keep working.
@@ -20,8 +24,12 @@ from __future__ import annotations
 __all__ = [
     "AmbiguousKey",
     "BadKey",
+    "ConfigError",
+    "ConfigNotFound",
     "DatabrokerCompatError",
+    "ExternalDataUnavailable",
     "MigrationError",
+    "MongoConfigNeedsMigration",
     "QueryNotSupported",
     "RunNotFound",
     "ServerUnavailable",
@@ -66,3 +74,25 @@ class ServerUnavailable(DatabrokerCompatError, ConnectionError):
 
 class MigrationError(DatabrokerCompatError, RuntimeError):
     """A migration step failed."""
+
+
+class ExternalDataUnavailable(DatabrokerCompatError, OSError):
+    """The Tiled server could not read the files holding external (detector) data.
+
+    The message names the files; the rest of the run stays readable.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigNotFound(DatabrokerCompatError, FileNotFoundError):
+    """``Broker.named`` found no configuration of that name (v1 raised ``FileNotFoundError``)."""
+
+
+class ConfigError(DatabrokerCompatError, ValueError):
+    """A configuration that is malformed or cannot be opened as written."""
+
+
+class MongoConfigNeedsMigration(ConfigError):
+    """A configuration that still names MongoDB: its data must be migrated to Tiled first."""

@@ -191,20 +191,81 @@ class Header:
         )
 
     def data(self, field: str, stream_name: str = "primary", fill: bool = True) -> Iterator[Any]:
-        """Yield the values of one field, event by event."""
-        from .tables import check_fields_exist
+        """Yield the values of one field, event by event.
+
+        Frames of external (detector) fields are read lazily, a chunk at a time, as
+        the generator advances; with ``fill=False`` they are datum ids.
+
+        >>> next(h.data("img")).shape                  # doctest: +SKIP
+        (10, 10)
+        """
+        from .images import array_nodes
+        from .tables import check_fields_exist, is_external
 
         check_fields_exist([field], [self])
         if field not in self.fields(stream_name):
+            return
+        node = array_nodes(self, stream_name).get(field)
+        spec = next(d for d in self.descriptors if d["name"] == stream_name)["data_keys"][field]
+        if node is not None and (fill or not is_external(spec)):
+            from .images import Images
+
+            seq_nums = self.table(stream_name=stream_name, fields=[], convert_times=False).index
+            rows = [int(s) - 1 for s in seq_nums]
+            if rows == list(range(node.shape[0])):
+                yield from Images([node])
+            else:
+                yield from Images([node])[[r for r in rows if 0 <= r < node.shape[0]]]
             return
         frame = self.table(stream_name=stream_name, fields=[field], fill=fill, convert_times=False)
         yield from frame[field]
 
     def xarray(self, stream_name: str = "primary"):
-        """One stream as an ``xarray.Dataset`` with a ``time`` dimension."""
+        """One stream as an ``xarray.Dataset`` with a ``time`` dimension (values read now)."""
         from .tables import stream_dataset
 
         return stream_dataset(self, stream_name)
+
+    def xarray_dask(self, stream_name: str = "primary"):
+        """One stream as an ``xarray.Dataset`` whose array fields are lazy ``dask`` arrays.
+
+        Scalars come from the events table; external (detector) fields and large internal
+        arrays are dask arrays with the server's chunks, read only when computed.
+
+        >>> ds = h.xarray_dask()                       # doctest: +SKIP
+        >>> ds["img"][0].values.sum()                  # doctest: +SKIP
+        4950.0
+        """
+        from .tables import stream_dataset
+
+        return stream_dataset(self, stream_name, lazy=True)
+
+    # -- documents (see documents.py) -------------------------------------
+    def documents(
+        self, stream_name: Any = ALL, fields=None, fill: bool = False, event_pages: bool = False
+    ) -> Iterator[tuple[str, dict]]:
+        """The run's ``(name, doc)`` stream, in the order the RunEngine emitted it.
+
+        Start first, each descriptor before its first event, events interleaved by
+        time across streams, each resource and datum before the events that reference
+        them, stop last. Rows are fetched and turned into documents as you iterate.
+        See ``Broker.get_documents`` for the parameters and docs/documents.md for the
+        fields that cannot come back exactly.
+
+        >>> for name, doc in h.documents():      # doctest: +SKIP
+        ...     callback(name, doc)
+        """
+        return self.db.get_documents(
+            self, stream_name=stream_name, fields=fields, fill=fill, event_pages=event_pages
+        )
+
+    def events(self, stream_name: Any = "primary", fields=None, fill: bool = False) -> Iterator[dict]:
+        """The event documents of one stream (``ALL`` for every stream), in time order.
+
+        >>> [ev["seq_num"] for ev in h.events()]  # doctest: +SKIP
+        [1, 2, 3]
+        """
+        return self.db.get_events(self, stream_name=stream_name, fields=fields, fill=fill)
 
     # -- display ------------------------------------------------------------
     def _summary(self) -> list[tuple[str, str]]:

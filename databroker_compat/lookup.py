@@ -74,18 +74,22 @@ def by_uid(container, key: str):
             return exact[0]
         except IndexError:
             raise RunNotFound(f"No run with uid {key!r} in {_describe(container)}.") from None
-    # A prefix. LIKE treats '_' and '%' as wildcards and may ignore case (SQLite):
+    # A prefix. LIKE reads '_' and '%' as wildcards (and SQLite ignores case, and its
+    # LIKE has no default escape character), so the server's answer is a superset:
     # confirm each candidate on the client.
-    pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    candidates = container.search(Like("start.uid", pattern)).values()[:10]
-    matches = [run for run in candidates if run.metadata["start"]["uid"].startswith(key)]
+    candidates = container.search(Like("start.uid", key + "%")).values().page_size(20)
+    matches = []
+    for run in candidates:
+        if run.metadata["start"]["uid"].startswith(key):
+            matches.append(run)
+            if len(matches) == 3:
+                break
     if not matches:
         raise RunNotFound(f"No run whose uid starts with {key!r} in {_describe(container)}.")
     if len(matches) > 1:
         uids = ", ".join(run.metadata["start"]["uid"] for run in matches)
-        raise AmbiguousKey(
-            f"The uid prefix {key!r} matches {len(matches)} runs ({uids}); give more characters."
-        )
+        many = "at least 3" if len(matches) == 3 else "2"
+        raise AmbiguousKey(f"The uid prefix {key!r} matches {many} runs ({uids}); give more characters.")
     return matches[0]
 
 

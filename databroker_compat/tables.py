@@ -38,7 +38,8 @@ def _matches(name: str, fields: list[str], patterns) -> bool:
 
 
 def _header_fields(header) -> set[str]:
-    names = set()
+    """Names ``fields=`` may ask for: data keys, configuration keys, start and stop keys."""
+    names = set(header.start) | set(header.stop)
     for d in header.descriptors:
         names.update(d["data_keys"])
         for conf in d.get("configuration", {}).values():
@@ -60,9 +61,23 @@ def check_fields_exist(fields, headers) -> None:
     ]
     if missing:
         raise UnknownField(
-            f"The fields {missing} were not found in the data keys or configuration of the "
+            f"The fields {missing} were not found in the data keys, configuration, start or stop of the "
             f"run(s) {[h.uid[:8] for h in headers]}. Known fields: {sorted(known)}."
         )
+
+
+def _jsonb_key_order(key: str):
+    """The order PostgreSQL's JSONB gives object keys: shorter first, then bytewise."""
+    encoded = key.encode()
+    return (len(encoded), encoded)
+
+
+def _ordered_keys(selected: list[str], table_columns: list[str], order_lost: bool) -> list[str]:
+    """Data keys in emission order: the table's column order where the catalog lost it."""
+    if not order_lost:
+        return selected
+    position = {name: i for i, name in enumerate(table_columns)}
+    return sorted(selected, key=lambda k: (k not in position, position.get(k, 0)))
 
 
 def _local_timezone() -> str:
@@ -96,22 +111,14 @@ def _shape_rows(values, shape):
     return [numpy.stack(v).reshape(shape) if v is not None else v for v in values]
 
 
-def _stream_children(header, stream_name: str) -> dict[str, dict]:
-    context = header.v2.context
-    return {
-        item["id"]: item
-        for item in _tiled.iter_children(context, header._streams()[stream_name], metadata=False)
-    }
+def _filled_rows(node, seq_nums) -> list:
+    """One array per event (``None`` where the node has no row for that ``seq_num``)."""
+    from .images import _read_rows
 
-
-def _read_whole_array(header, item: dict):
-    import numpy
-
-    structure = item["attributes"]["structure"]
-    dtype = _numpy_dtype(structure["data_type"])
-    return _tiled.read_array(
-        header.v2.context, _tiled.node_path(item), dtype=dtype, shape=tuple(structure["shape"])
-    ) if numpy.prod(structure["shape"]) else numpy.empty(structure["shape"], dtype=dtype)
+    rows = [int(s) - 1 for s in seq_nums]
+    present = [r for r in rows if 0 <= r < node.shape[0]]
+    values = iter(_read_rows(node, present))
+    return [next(values) if 0 <= r < node.shape[0] else None for r in rows]
 
 
 def _numpy_dtype(data_type: dict):
@@ -147,7 +154,17 @@ def stream_frame(
         selected = [k for k in data_keys if _matches(k, field_list, patterns)]
 
     path = _tiled.node_path(streams[stream_name])
-    table = _tiled.read_table(header.v2.context, [*path, INTERNAL_TABLE])
+    # Ask only for the columns wanted (the per-key timestamp columns double the bytes);
+    # a key the writer stored as its own array node is simply absent from the answer.
+    columns = [*_BOOKKEEPING, *(k for k in selected if not is_external(data_keys[k]))]
+    # The server answers a column subset in alphabetical order, and a PostgreSQL catalog
+    # (JSONB) keeps the descriptor's data keys in its own canonical order: the original
+    # key order then survives only in the table's own column order. Read every column
+    # when the descriptor's order may be that canonical one, to recover it.
+    order_lost = len(selected) > 1 and list(data_keys) == sorted(data_keys, key=_jsonb_key_order)
+    table = _tiled.read_table(
+        header.v2.context, [*path, INTERNAL_TABLE], columns=None if order_lost else columns
+    )
     if table is None:
         raw = pd.DataFrame({"seq_num": pd.Series([], dtype="int64"), "time": pd.Series([], dtype="float64")})
     else:
@@ -162,6 +179,7 @@ def stream_frame(
         localize_times,
     )
     children = None
+    selected = _ordered_keys(selected, list(raw.columns), order_lost)
     for key in selected:
         spec = data_keys[key]
         if key in raw.columns:
@@ -174,16 +192,17 @@ def stream_frame(
         if is_external(spec) and not fill:
             frame[key] = [datum_id_for(header.uid, stream_name, key, int(s) - 1) for s in seq_nums]
             continue
-        # External and filled, or an internal array the writer stored as its own node.
+        # External and filled, or an internal array the writer stored as its own node:
+        # read only the rows of these events, in chunk-aligned requests.
         if children is None:
-            children = _stream_children(header, stream_name)
+            from .images import array_nodes
+
+            children = array_nodes(header, stream_name)
         if key not in children:
             logger.warning("Stream %r of run %s has no data for key %r.", stream_name, header.uid, key)
             frame[key] = [None] * len(frame)
             continue
-        array = _read_whole_array(header, children[key])
-        rows = [array[int(s) - 1] if 0 < int(s) <= len(array) else None for s in seq_nums]
-        frame[key] = pd.Series(rows, index=frame.index, dtype=object)
+        frame[key] = pd.Series(_filled_rows(children[key], seq_nums), index=frame.index, dtype=object)
 
     if field_list is not None:
         _add_header_values(frame, header, descriptor, field_list, patterns, set(data_keys))
@@ -243,24 +262,52 @@ def get_table(
     return result
 
 
-def stream_dataset(header, stream_name: str):
-    """One stream as an ``xarray.Dataset``: dimension ``time``, one variable per data key."""
+def stream_dataset(header, stream_name: str, *, lazy: bool = False):
+    """One stream as an ``xarray.Dataset``: dimension ``time``, one variable per data key.
+
+    Fields kept as array nodes (external detector data, large internal arrays) are
+    ``dask`` arrays with the node's chunks when ``lazy`` (nothing read until computed),
+    and read in chunk-aligned requests otherwise.
+    """
     import numpy
     import xarray
 
-    frame = stream_frame(header, stream_name, convert_times=False, localize_times=False, fill=True)
-    if not len(frame.columns):
+    from .images import _read_rows, array_nodes, dask_array
+
+    if stream_name not in header._streams():
         return xarray.Dataset()
-    times = frame["time"].to_numpy()
-    variables = {}
     descriptor = next(d for d in header.descriptors if d["name"] == stream_name)
-    for key in frame.columns:
-        if key == "time":
+    data_keys = descriptor["data_keys"]
+    nodes = array_nodes(header, stream_name)
+    in_table = [k for k in data_keys if k not in nodes]
+    frame = stream_frame(
+        header, stream_name, fields=in_table, convert_times=False, localize_times=False, fill=False
+    )
+    times = frame["time"].to_numpy()
+    rows = frame.index.to_numpy().astype("int64") - 1
+    variables = {}
+    for key in data_keys:
+        spec = data_keys[key]
+        if key in nodes:
+            node = nodes[key]
+            if len(rows) and (rows.min() < 0 or rows.max() >= node.shape[0]):
+                logger.warning(
+                    "Stream %r of run %s: %r has %d rows for %d events; left out of the dataset.",
+                    stream_name, header.uid, key, node.shape[0], len(rows),
+                )
+                continue
+            if lazy:
+                values = dask_array(node)
+                if not (len(rows) == node.shape[0] and (rows == numpy.arange(len(rows))).all()):
+                    values = values[rows]
+            else:
+                values = _read_rows(node, rows)
+        elif key in frame.columns:
+            shape = spec.get("shape") or []
+            column = list(frame[key])
+            values = numpy.stack(column) if len(column) and len(shape) else frame[key].to_numpy()
+        else:
             continue
-        shape = descriptor["data_keys"].get(key, {}).get("shape") or []
-        column = list(frame[key])
-        values = numpy.stack(column) if len(column) and len(shape) else frame[key].to_numpy()
         dims = ("time", *(f"dim_{key}_{i}" for i in range(numpy.ndim(values) - 1)))
-        variables[key] = xarray.Variable(dims, values, attrs=dict(descriptor["data_keys"].get(key, {})))
-    ds = xarray.Dataset(variables, coords={"time": times, "seq_num": ("time", frame.index.to_numpy())})
-    return ds
+        variables[key] = xarray.Variable(dims, values, attrs=dict(spec))
+    return xarray.Dataset(variables, coords={"time": times, "seq_num": ("time", frame.index.to_numpy())})

@@ -145,6 +145,14 @@ def record_catalog(data_dir: pathlib.Path) -> dict[str, RecordedRun]:
     collect.begin("empty")
     RE(empty())
 
+    def declared_only():
+        yield from bps.open_run(md={"plan_name": "declared_only"})
+        yield from bps.declare_stream(det, name="primary")
+        yield from bps.close_run()
+
+    collect.begin("declared")
+    RE(declared_only())
+
     collect.begin("arrays")
     RE(bp.count([spectrum, matrix, det], 4), sample="arrays")
 

@@ -1,0 +1,484 @@
+"""Normalisation of legacy MongoDB documents into valid event-model documents.
+
+Every fix the migration applies to a legacy document lives here, one small function
+per document type, so that the table in ``docs/migration.md`` ("Legacy quirks and
+their treatment") can point at one place. The functions never modify their input.
+
+Fixes that concern the writer itself (specs without a MIME type, the trailing ``/``
+AD_TIFF resources need, a stop whose ``exit_status`` the writer's schema refuses) go
+through ``TiledWriter``'s own hooks; :func:`writer_patches` and
+:data:`LEGACY_SPEC_TO_MIMETYPE` provide them (see :mod:`.writer`).
+
+>>> plain({"a": float("nan"), "b": (1, 2)})
+{'a': None, 'b': [1, 2]}
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import uuid
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EXIT_STATUS_ALIASES",
+    "LEGACY_SPEC_TO_MIMETYPE",
+    "UNKNOWN_EXIT_STATUS",
+    "closing_stop",
+    "normalise_datum",
+    "normalise_descriptor",
+    "normalise_event",
+    "normalise_resource",
+    "normalise_start",
+    "normalise_stop",
+    "plain",
+    "writer_patches",
+]
+
+#: The ``exit_status`` of a stop document the migration writes for a run that had none,
+#: and of a legacy stop whose status means nothing known.
+UNKNOWN_EXIT_STATUS = "unknown"
+
+#: Legacy spellings of the three exit statuses of the event-model schema.
+EXIT_STATUS_ALIASES = {
+    "success": "success",
+    "succeeded": "success",
+    "successful": "success",
+    "ok": "success",
+    "complete": "success",
+    "completed": "success",
+    "abort": "abort",
+    "aborted": "abort",
+    "halt": "abort",
+    "halted": "abort",
+    "stop": "abort",
+    "stopped": "abort",
+    "fail": "fail",
+    "failed": "fail",
+    "failure": "fail",
+    "error": "fail",
+}
+
+#: MIME types for resource specs found in legacy data that the writer's own table lacks.
+#: Only MIME types that Tiled servers can read are listed; a spec missing here (and from
+#: the writer's table) makes the migration leave that detector's values out of the run,
+#: with a warning, instead of registering an asset that cannot be read.
+LEGACY_SPEC_TO_MIMETYPE = {
+    "AD_HDF5_TS": "application/x-hdf5",
+    "AD_EIGER": "application/x-hdf5",
+    "AD_EIGER2": "application/x-hdf5",
+    "AD_EIGER_SLICE": "application/x-hdf5",
+    "ADHDF5_SWMR_STREAM": "application/x-hdf5",
+    "HDF5_SINGLE": "application/x-hdf5",
+    "AD_TIFF_SEQ": "multipart/related;type=image/tiff",
+    "TIFF": "multipart/related;type=image/tiff",
+    "NPY_SEQ": "multipart/related;type=application/x-npy",
+}
+
+_JSON_DTYPES = {"string", "number", "array", "boolean", "integer"}
+_STREAM_KEY_NAMESPACE = uuid.UUID("7d4c2b8e-4f6a-4c1e-9a55-0b8f3f1e2a61")
+
+# -- values ----------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A JSON-ready copy of a value read from MongoDB.
+
+    ObjectIds become their hex string, BSON datetimes (naive, UTC) become ISO 8601
+    strings with ``+00:00``, tuples become lists, NaN and +/-Infinity become ``None``
+    (JSON, and so Tiled metadata, cannot hold them), numpy scalars become Python
+    numbers. Keys of dicts are made strings.
+
+    >>> import datetime
+    >>> plain({"when": datetime.datetime(2016, 5, 1, 12, 0)})
+    {'when': '2016-05-01T12:00:00+00:00'}
+    """
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return value.isoformat()
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if hasattr(value, "binary") and type(value).__name__ == "ObjectId":
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return plain(value.tolist())
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _event_value(value: Any) -> Any:
+    """An event value as the writer takes it: like :func:`plain`, but NaN/inf are kept."""
+    if isinstance(value, (float, int, str, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_event_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _event_value(v) for k, v in value.items()}
+    return plain(value)
+
+
+def _is_objectid(value: Any) -> bool:
+    return type(value).__name__ == "ObjectId"
+
+
+def _safe_key(key: str) -> str:
+    return key.replace(".", "_").replace("/", "_")
+
+
+# -- documents -------------------------------------------------------------------
+
+
+def normalise_start(raw: dict, warnings: list[str]) -> dict:
+    """The start document to write, from a ``run_start`` record.
+
+    ``_id`` goes; metadata values become JSON (:func:`plain`); a string ``scan_id``
+    becomes an integer when it is one, else it moves to ``legacy_scan_id``; top-level
+    keys with ``.`` or ``/`` (refused by the schema) get ``_`` instead.
+
+    >>> normalise_start({"_id": 1, "uid": "u", "time": 1.0, "scan_id": "7"}, [])
+    {'uid': 'u', 'time': 1.0, 'scan_id': 7}
+    """
+    doc = {}
+    for key, value in raw.items():
+        if key == "_id":
+            continue
+        new_key = _safe_key(str(key))
+        if new_key != key:
+            warnings.append(f"start: key {key!r} renamed {new_key!r} (dots and slashes are not allowed)")
+        doc[new_key] = plain(value)
+    if isinstance(doc.get("scan_id"), str):
+        text = doc["scan_id"].strip()
+        try:
+            doc["scan_id"] = int(text)
+            warnings.append(f"start: string scan_id {text!r} stored as an integer")
+        except ValueError:
+            doc["legacy_scan_id"] = doc.pop("scan_id")
+            warnings.append(f"start: non-numeric scan_id {text!r} moved to 'legacy_scan_id'")
+    elif isinstance(doc.get("scan_id"), float) and doc["scan_id"].is_integer():
+        doc["scan_id"] = int(doc["scan_id"])
+    if not isinstance(doc.get("time"), (int, float)):
+        raise ValueError(f"run_start {doc.get('uid')!r} has no numeric 'time'")
+    return doc
+
+
+def normalise_stop(raw: dict, run_uid: str, warnings: list[str]) -> dict:
+    """The stop document to write, from a ``run_stop`` record.
+
+    ``_id`` and the metadatastore v0 ``run_start_id`` go, ``run_start`` is the start
+    uid; an ``exit_status`` outside {success, abort, fail} is mapped through
+    :data:`EXIT_STATUS_ALIASES` or becomes ``"unknown"``, the original value kept in
+    ``reason``.
+
+    >>> stop = normalise_stop({"uid": "s", "time": 2.0, "run_start_id": 1, "exit_status": "Aborted"}, "u", [])
+    >>> stop["exit_status"], stop["reason"], stop["run_start"]
+    ('abort', "legacy exit_status 'Aborted'", 'u')
+    """
+    doc = {}
+    for key, value in raw.items():
+        if key in ("_id", "run_start_id"):
+            continue
+        doc[_safe_key(str(key))] = plain(value)
+    doc["run_start"] = run_uid
+    if "uid" not in doc:
+        doc["uid"] = str(uuid.uuid5(_STREAM_KEY_NAMESPACE, f"{run_uid}/stop"))
+        warnings.append("stop: no uid; a deterministic one was given")
+    status = doc.get("exit_status")
+    if status not in ("success", "abort", "fail"):
+        mapped = EXIT_STATUS_ALIASES.get(str(status).strip().lower(), UNKNOWN_EXIT_STATUS)
+        reason = doc.get("reason") or ""
+        note = f"legacy exit_status {status!r}"
+        doc["reason"] = f"{reason} ({note})" if reason else note
+        doc["exit_status"] = mapped
+        warnings.append(f"stop: exit_status {status!r} written as {mapped!r}")
+    if not isinstance(doc.get("time"), (int, float)):
+        doc["time"] = 0.0
+        warnings.append("stop: no numeric time; 0.0 written")
+    return doc
+
+
+def closing_stop(run_uid: str, time: float, num_events: dict[str, int]) -> dict:
+    """The stop document written for a run that has none (``close_open_runs=True``).
+
+    Its uid is derived from the start uid, so every migration of the run writes the
+    same document.
+
+    >>> closing_stop("u", 5.0, {"primary": 2})["exit_status"]
+    'unknown'
+    """
+    return {
+        "uid": str(uuid.uuid5(_STREAM_KEY_NAMESPACE, f"{run_uid}/stop")),
+        "run_start": run_uid,
+        "time": float(time),
+        "exit_status": UNKNOWN_EXIT_STATUS,
+        "reason": "The run had no stop document in the legacy database; migrated without a stop document.",
+        "num_events": dict(num_events),
+    }
+
+
+def _infer_dtype(value: Any) -> tuple[str, list[int]]:
+    if isinstance(value, bool):
+        return "boolean", []
+    if isinstance(value, int):
+        return "integer", []
+    if isinstance(value, float):
+        return "number", []
+    if isinstance(value, str):
+        return "string", []
+    if isinstance(value, (list, tuple)):
+        shape = []
+        probe: Any = value
+        while isinstance(probe, (list, tuple)):
+            shape.append(len(probe))
+            probe = probe[0] if probe else None
+        return "array", shape
+    return "string", []
+
+
+def normalise_descriptor(
+    raw: dict,
+    run_uid: str,
+    first_values: dict[str, Any],
+    warnings: list[str],
+) -> dict:
+    """The descriptor to write, from an ``event_descriptor`` record.
+
+    Parameters
+    ----------
+    raw : dict
+        The stored record.
+    run_uid : str
+        The start uid (replaces ``run_start`` / the v0 ``run_start_id`` ObjectId).
+    first_values : dict
+        Data values of the stream's first events, key -> value: used to add data keys
+        that events hold but the descriptor lacks, and to fill a missing or invalid
+        ``dtype``/``shape``.
+    warnings : list of str
+        Appended to, one line per fix.
+
+    A missing ``name`` becomes ``"primary"`` (what metadatastore v0 meant), a missing
+    ``configuration`` becomes ``{}``; ``hints`` and ``object_keys`` stay absent
+    (both optional). A data key without ``source`` gets ``"unknown"``.
+
+    >>> d = normalise_descriptor({"uid": "d", "time": 1.0, "data_keys": {"x": {}}}, "u", {"x": 1.5}, [])
+    >>> d["name"], d["data_keys"]["x"]["dtype"], d["configuration"]
+    ('primary', 'number', {})
+    """
+    doc = {}
+    for key, value in raw.items():
+        if key in ("_id", "run_start_id"):
+            continue
+        doc[_safe_key(str(key))] = plain(value)
+    uid = doc.get("uid")
+    doc["run_start"] = run_uid
+    if not doc.get("name"):
+        doc["name"] = "primary"
+        warnings.append(f"descriptor {uid}: no name; stream named 'primary'")
+    if not isinstance(doc.get("configuration"), dict):
+        doc["configuration"] = {}
+    data_keys = doc.setdefault("data_keys", {})
+    for key, value in first_values.items():
+        if key not in data_keys:
+            dtype, shape = _infer_dtype(value)
+            data_keys[key] = {"dtype": dtype, "shape": shape, "source": "unknown"}
+            warnings.append(
+                f"descriptor {uid}: data key {key!r} found in events but not in the descriptor; added"
+            )
+    for key, spec in data_keys.items():
+        if not isinstance(spec, dict):
+            spec = data_keys[key] = {}
+        sample = first_values.get(key)
+        if spec.get("dtype") not in _JSON_DTYPES:
+            if "external" in spec:
+                spec["dtype"] = "array"
+            else:
+                spec["dtype"], inferred = _infer_dtype(sample) if sample is not None else ("number", [])
+                spec.setdefault("shape", inferred)
+            warnings.append(
+                f"descriptor {uid}: data key {key!r} has dtype {spec['dtype']!r} (was missing or invalid)"
+            )
+        if not isinstance(spec.get("shape"), list) or any(
+            not (isinstance(n, int) or n is None) for n in spec.get("shape", [])
+        ):
+            if spec.get("shape") is not None:
+                warnings.append(f"descriptor {uid}: data key {key!r} had an invalid shape")
+            spec["shape"] = _infer_dtype(sample)[1] if sample is not None and "external" not in spec else []
+        if "external" not in spec and sample is not None and spec["dtype"] != "array":
+            inferred_dtype, inferred_shape = _infer_dtype(sample)
+            if inferred_dtype == "array":
+                spec["dtype"], spec["shape"] = "array", inferred_shape
+                warnings.append(f"descriptor {uid}: data key {key!r} holds arrays; dtype set to 'array'")
+        if not isinstance(spec.get("source"), str):
+            spec["source"] = "unknown"
+    return doc
+
+
+def _coerce(value: Any, dtype: str | None) -> tuple[Any, bool]:
+    """A value of a column with JSON type ``dtype``; (value, changed)."""
+    if dtype == "number" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        try:
+            return float(value), True
+        except (TypeError, ValueError):
+            return math.nan, True
+    if dtype == "integer" and (not isinstance(value, int) or isinstance(value, bool)):
+        try:
+            as_float = float(value)
+            return (int(as_float) if as_float.is_integer() else as_float), True
+        except (TypeError, ValueError):
+            return None, True
+    if dtype == "string" and not isinstance(value, str) and value is not None:
+        return str(value), True
+    return value, False
+
+
+def normalise_event(raw: dict, descriptor: dict, warnings_counter: dict[str, int]) -> dict:
+    """The event to write, from an ``event`` record of the (normalised) ``descriptor``.
+
+    metadatastore v0 events (``descriptor_id`` ObjectId, ``data={key: [value, time]}``
+    and no ``timestamps``) are split into ``data`` and ``timestamps``; a missing
+    timestamp becomes the event time; values of numeric columns that are strings are
+    converted (``nan`` when they are not numbers); keys the descriptor lacks are
+    dropped. ``warnings_counter`` counts each fix by kind, for one warning per run.
+
+    >>> desc = {"uid": "d", "data_keys": {"x": {"dtype": "number"}}}
+    >>> normalise_event({"_id": 1, "uid": "e", "descriptor_id": 9, "seq_num": 1, "time": 2.0,
+    ...                  "data": {"x": ["3.5", 1.9]}}, desc, {})["data"]
+    {'x': 3.5}
+    """
+    data_keys = descriptor["data_keys"]
+    data_in = raw.get("data") or {}
+    timestamps_in = raw.get("timestamps")
+    time = raw.get("time")
+    data: dict[str, Any] = {}
+    timestamps: dict[str, Any] = {}
+    split = timestamps_in is None
+    if split:
+        warnings_counter["v0 events ({key: [value, timestamp]}) split"] = (
+            warnings_counter.get("v0 events ({key: [value, timestamp]}) split", 0) + 1
+        )
+        timestamps_in = {}
+    for key, value in data_in.items():
+        if split and isinstance(value, (list, tuple)) and len(value) == 2:
+            value, ts = value
+            timestamps_in[key] = ts
+        if key not in data_keys:
+            label = f"values of data key {key!r} absent from the descriptor dropped"
+            warnings_counter[label] = warnings_counter.get(label, 0) + 1
+            continue
+        spec = data_keys[key]
+        value = _event_value(value)
+        if "external" not in spec:
+            value, changed = _coerce(value, spec.get("dtype"))
+            if changed:
+                label = f"values of {key!r} not of dtype {spec.get('dtype')!r} converted"
+                warnings_counter[label] = warnings_counter.get(label, 0) + 1
+        data[key] = value
+        ts = timestamps_in.get(key)
+        timestamps[key] = float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else time
+    if not isinstance(time, (int, float)):
+        known = [t for t in timestamps.values() if isinstance(t, (int, float))]
+        time = max(known, default=descriptor.get("time", 0.0))
+        timestamps = {k: (time if v is None else v) for k, v in timestamps.items()}
+    doc = {
+        "uid": str(raw["uid"]) if raw.get("uid") else str(
+            uuid.uuid5(_STREAM_KEY_NAMESPACE, f"{descriptor['uid']}/{raw.get('seq_num')}")
+        ),
+        "descriptor": descriptor["uid"],
+        "seq_num": int(raw["seq_num"]),
+        "time": float(time),
+        "data": data,
+        "timestamps": timestamps,
+    }
+    filled = raw.get("filled")
+    if isinstance(filled, dict):
+        doc["filled"] = {k: bool(v) for k, v in filled.items() if k in data}
+    return doc
+
+
+def normalise_resource(raw: dict, run_uid: str) -> dict:
+    """The resource to write, from a ``resource`` record (filestore v0 or later).
+
+    A resource without ``uid`` (filestore v0) takes its ObjectId's hex string, which is
+    what its datums' ``resource`` holds; a resource without ``root`` had the root joined
+    into ``resource_path`` and gets ``root=""``.
+
+    >>> normalise_resource({"_id": "5f", "spec": "NPY_SEQ", "resource_path": "/d/x"}, "u")["uid"]
+    '5f'
+    """
+    doc = {k: plain(v) for k, v in raw.items() if k not in ("_id", "id")}
+    if not doc.get("uid"):
+        doc["uid"] = plain(raw["_id"])
+    doc.setdefault("root", "")
+    if doc["root"] is None:
+        doc["root"] = ""
+    doc.setdefault("resource_path", "")
+    doc.setdefault("resource_kwargs", {})
+    doc.setdefault("path_semantics", "posix")
+    doc["spec"] = str(doc.get("spec", ""))
+    doc["run_start"] = run_uid
+    return doc
+
+
+def normalise_datum(raw: dict, resource_uid: str) -> dict:
+    """The datum to write, from a ``datum`` record.
+
+    The filestore v0 key ``event_id`` becomes ``datum_id``; ``resource`` is the
+    (normalised) resource uid, also when the record holds its ObjectId.
+
+    >>> normalise_datum({"_id": 1, "event_id": "abc", "resource": 7, "datum_kwargs": {"i": 0}}, "r")
+    {'datum_id': 'abc', 'resource': 'r', 'datum_kwargs': {'i': 0}}
+    """
+    datum_id = raw.get("datum_id", raw.get("event_id"))
+    return {
+        "datum_id": plain(datum_id),
+        "resource": resource_uid,
+        "datum_kwargs": plain(raw.get("datum_kwargs") or {}),
+    }
+
+
+# -- writer hooks ------------------------------------------------------------------
+
+
+def _resource_patch(doc: dict) -> dict:
+    """AD_TIFF resources name a directory: the writer needs the trailing ``/``."""
+    if str(doc.get("spec", "")).upper() == "AD_TIFF":
+        path = doc.get("resource_path", "")
+        if path and not path.endswith("/"):
+            doc["resource_path"] = path + "/"
+    return doc
+
+
+def writer_patches() -> dict[str, Callable[[dict], dict]]:
+    """The ``patches`` given to ``TiledWriter`` for legacy data.
+
+    >>> sorted(writer_patches())
+    ['resource']
+    """
+    return {"resource": _resource_patch}
+
+
+def stream_names(descriptors: list[dict]) -> dict[str, list[str]]:
+    """Stream name -> descriptor uids, in order."""
+    out: dict[str, list[str]] = {}
+    for desc in descriptors:
+        out.setdefault(desc["name"], []).append(desc["uid"])
+    return out
+
+
+def is_objectid(value: Any) -> bool:
+    """True for a BSON ObjectId (without importing bson)."""
+    return _is_objectid(value)

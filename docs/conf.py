@@ -1,0 +1,9 @@
+project = "databroker-compat"
+author = "databroker-compat developers"
+extensions = ["myst_parser"]
+source_suffix = {".md": "markdown"}
+master_doc = "index"
+exclude_patterns = ["_build"]
+html_theme = "alabaster"
+myst_heading_anchors = 3
+suppress_warnings = ["myst.header"]
