@@ -7,8 +7,8 @@ which side could not do what, with the error it raised.
 
 Usage::
 
-    python bench/run_all.py                  # full sizes (about 15-20 minutes on 2 cores)
-    python bench/run_all.py --quick          # smoke run (about a minute)
+    python bench/run_all.py                  # full sizes (about 20 minutes on 2 busy cores)
+    python bench/run_all.py --quick          # smoke run (a few minutes)
     python bench/run_all.py --docs docs/performance.md   # also rewrite the table there
 
 The catalog (sizes are parameters):
@@ -102,7 +102,10 @@ def start_server(directory: Path, readable: Path) -> tuple[subprocess.Popen, str
                 "tree": "catalog",
                 "args": {
                     "uri": f"sqlite:///{directory / 'catalog.db'}",
-                    "writable_storage": [str(directory / "data"), f"duckdb:///{directory / 'storage.duckdb'}"],
+                    "writable_storage": [
+                        str(directory / "data"),
+                        f"duckdb:///{directory / 'storage.duckdb'}",
+                    ],
                     "readable_storage": [str(readable)],
                     "init_if_not_exists": True,
                 },
@@ -160,7 +163,8 @@ def small_run(i: int, n_events: int):
     for n in range(1, n_events + 1):
         t = t0 + 1 + n
         yield "event", desc.compose_event(
-            data={"det": float(i * 1000 + n), "motor": 0.1 * n}, timestamps={"det": t, "motor": t}, seq_num=n, time=t
+            data={"det": float(i * 1000 + n), "motor": 0.1 * n}, timestamps={"det": t, "motor": t},
+            seq_num=n, time=t,
         )
     yield "stop", bundle.compose_stop(time=stop["time"], exit_status=stop["exit_status"])
 
@@ -168,7 +172,8 @@ def small_run(i: int, n_events: int):
 def long_run(n_events: int, t0: float):
     from event_model import compose_run
 
-    bundle = compose_run(time=t0, metadata={"plan_name": "count", "scan_id": 1_000_001, "num_points": n_events})
+    metadata = {"plan_name": "count", "scan_id": 1_000_001, "num_points": n_events}
+    bundle = compose_run(time=t0, metadata=metadata)
     yield "start", bundle.start_doc
     keys = {
         "det": {"dtype": "number", "shape": [], "source": "SIM:det", "object_name": "det"},
@@ -197,7 +202,8 @@ def write_stack(directory: Path, n: int, size: int) -> Path:
 
     path = directory / "stack.h5"
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset("/entry/data/data", shape=(n, size, size), dtype="uint16", chunks=(1, size, size))
+        ds = f.create_dataset("/entry/data/data", shape=(n, size, size), dtype="uint16",
+                              chunks=(1, size, size))
         for i in range(n):
             ds[i] = frame(i, size)
     return path
@@ -298,11 +304,12 @@ def mongo_archive(n_runs: int, n_events: int):
     target = {"start": "run_start", "stop": "run_stop", "descriptor": "event_descriptor", "event": "event"}
     for r in range(n_runs):
         t0 = 1.5e9 + 3600 * r
-        bundle = compose_run(time=t0, metadata={"plan_name": "count", "scan_id": 50_000 + r, "owner": "legacy"})
+        metadata = {"plan_name": "count", "scan_id": 50_000 + r, "owner": "legacy"}
+        bundle = compose_run(time=t0, metadata=metadata)
         keys = {"det": {"dtype": "number", "shape": [], "source": "SIM:det"},
                 "motor": {"dtype": "number", "shape": [], "source": "SIM:motor"}}
-        desc = bundle.compose_descriptor(name="primary", data_keys=keys, object_keys={"det": ["det"], "motor": ["motor"]},
-                                         time=t0 + 0.5)
+        desc = bundle.compose_descriptor(name="primary", data_keys=keys,
+                                         object_keys={"det": ["det"], "motor": ["motor"]}, time=t0 + 0.5)
         docs = [("start", bundle.start_doc), ("descriptor", desc.descriptor_doc)]
         for n in range(1, n_events + 1):
             t = t0 + 1 + 1e-3 * n
@@ -387,7 +394,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def measure(fn: Callable[[], Any], client, repeat: int) -> Cell:
-    """Time (median of ``repeat`` after a warm-up, or one call when ``repeat`` is 1), requests, peak memory."""
+    """Time (median of ``repeat`` after a warm-up, or one call if ``repeat`` is 1), requests, peak memory."""
     cell = Cell()
     try:
         with RequestCounter(client) as counter:
@@ -465,8 +472,11 @@ def run_operations(uri: str, ids: dict, archive, args) -> tuple[list[Row], list[
     scan_id = len(small) // 2 + 1  # bench_search: scan_id = i + 1
     long_uid, image_uid = ids["long"], ids["image"]
     count = min(100, len(small))
-    since = datetime.fromtimestamp(T0 + 600 * (len(small) - count) - 1, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    until = datetime.fromtimestamp(T0 + 600 * len(small), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    def utc(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    since = utc(T0 + 600 * (len(small) - count) - 1)
+    until = utc(T0 + 600 * len(small))
     k = args.frames // 2
     expected_frame = int(frame(k, args.frame_size).astype("uint64").sum())
     by_time = ("start.time", 1)
@@ -493,7 +503,8 @@ def run_operations(uri: str, ids: dict, archive, args) -> tuple[list[Row], list[
         return found[0].metadata["start"]["uid"]
 
     def raw_scan_id():
-        return raw.search(Key("start.scan_id") == scan_id).sort(by_time).values().last().metadata["start"]["uid"]
+        found = raw.search(Key("start.scan_id") == scan_id).sort(by_time)
+        return found.values().last().metadata["start"]["uid"]
 
     ops: list[tuple[Row, dict, int]] = []
 
@@ -525,7 +536,8 @@ def run_operations(uri: str, ids: dict, archive, args) -> tuple[list[Row], list[
         def legacy(positional=positional, kwargs=kwargs):
             return sorted(h.start["uid"] for h in db2(*positional, **kwargs))
 
-        search_ops.append((Row(label), {"ours": ours, "raw": base, "db2": legacy}, max(1, args.search_repeat)))
+        fns = {"ours": ours, "raw": base, "db2": legacy}
+        search_ops.append((Row(label), fns, max(1, args.search_repeat)))
 
     # -- tables
     op(f"h.table() ({args.long_events:,} events)", {
@@ -614,8 +626,8 @@ def run_operations(uri: str, ids: dict, archive, args) -> tuple[list[Row], list[
         # databroker 2.x takes no v1 Mongo configuration and ships no Mongo -> TiledWriter copy;
         # the error this raises is its answer.
         config = {"metadatastore": {"module": "databroker.headersource.mongo", "class": "MDS",
-                                    "config": {"host": "localhost", "port": 27017, "database": "bench_archive",
-                                               "timezone": "UTC"}},
+                                    "config": {"host": "localhost", "port": 27017,
+                                               "database": "bench_archive", "timezone": "UTC"}},
                   "assets": {"module": "databroker.assets.mongo", "class": "Registry",
                              "config": {"host": "localhost", "port": 27017, "database": "bench_archive"}}}
         databroker.v1.Broker.from_config(config)
@@ -698,7 +710,10 @@ def table(rows: list[Row]) -> list[list[str]]:
     for row in rows:
         c = row.cells
         common = getattr(row, "common", None)
-        r2 = ratio(c["ours"], c["db2"], *(common["ours"], common["db2"])) if common else ratio(c["ours"], c["db2"])
+        if common:
+            r2 = ratio(c["ours"], c["db2"], common["ours"], common["db2"])
+        else:
+            r2 = ratio(c["ours"], c["db2"])
         out.append([
             row.label, fmt_seconds(c["ours"]), fmt_seconds(c["raw"]), fmt_seconds(c["db2"]),
             ratio(c["ours"], c["raw"]), r2,
@@ -744,7 +759,8 @@ def search_table(search_rows: list[Row]) -> list[list[str]]:
     for row in search_rows:
         c = row.cells
         matches = len(c["ours"].answer) if c["ours"].error is None else "-"
-        out.append([row.label, str(matches), fmt_seconds(c["ours"]), fmt_seconds(c["raw"]), fmt_seconds(c["db2"]),
+        out.append([row.label, str(matches),
+                    fmt_seconds(c["ours"]), fmt_seconds(c["raw"]), fmt_seconds(c["db2"]),
                     ratio(c["ours"], c["raw"]), ratio(c["ours"], c["db2"]),
                     "/".join(fmt_count(c[s], "requests") for s in SIDES)])
     return out
@@ -754,7 +770,8 @@ def plain(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))))
+        cells = (cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -796,7 +813,8 @@ def versions() -> str:
 def report(rows, search_rows, args, command: str, elapsed: float) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sizes = (f"{args.small_runs:,} small runs (the newest {min(args.small_runs, args.with_events)} with "
-             f"{args.small_events} events, the others start and stop only), one {args.long_events:,}-event run, "
+             f"{args.small_events} events, the others start and stop only), "
+             f"one {args.long_events:,}-event run, "
              f"one {args.frames:,}-frame {args.frame_size}x{args.frame_size} uint16 image run; Mongo archive "
              f"{args.mongo_runs} runs x {args.mongo_events:,} events")
     parts = [
@@ -811,8 +829,9 @@ def report(rows, search_rows, args, command: str, elapsed: float) -> str:
         "",
         markdown(table(rows)),
         "",
-        "Times: `cannot` = the side raised (see the notes); `differs` = it answered, but not what ours and the "
-        "written data say; `*` = a sum over part of the searches. Ratios below 1 mean ours is faster. "
+        "Times: `cannot` = the side raised (see the notes); `differs` = it answered, "
+        "but not what ours and the written data say; `*` = a sum over part of the searches. "
+        "Ratios below 1 mean ours is faster. "
         "Peak memory: tracemalloc peak of Python allocations in the client process during one call.",
         "",
         "Notes (every error is the one the side raised):",
@@ -851,7 +870,8 @@ def parse(argv=None):
     parser.add_argument("--search-repeat", type=int, default=None)
     parser.add_argument("--with-events", type=int, default=150,
                         help="how many of the newest small runs have a primary stream")
-    parser.add_argument("--docs", type=Path, default=None, help="rewrite the table between the markers in this file")
+    parser.add_argument("--docs", type=Path, default=None,
+                        help="rewrite the table between the markers in this file")
     parser.add_argument("--keep", action="store_true", help="keep the server directory")
     args = parser.parse_args(argv)
     full = dict(small_runs=2000, long_events=100_000, frames=1000, frame_size=512, mongo_runs=20,
@@ -868,8 +888,8 @@ def main(argv=None) -> None:
     import stamina
 
     args = parse(argv)
-    command = "python " + " ".join([os.path.relpath(__file__, Path.cwd()) if Path(__file__).is_absolute() else __file__,
-                                    *(sys.argv[1:] if argv is None else argv)])
+    script = os.path.relpath(__file__, Path.cwd()) if Path(__file__).is_absolute() else __file__
+    command = "python " + " ".join([script, *(sys.argv[1:] if argv is None else argv)])
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="bench_run_all_"))
     files = workdir / "files"

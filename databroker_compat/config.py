@@ -97,7 +97,8 @@ _MONGO_EMBEDDED_DRIVERS = {
 _ENV_PATTERN = re.compile(
     r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}"  # ${NAME}
     r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"  # $NAME
-    r"""|\{\{\s*env\(\s*["']?(?P<jinja>[A-Za-z_][A-Za-z0-9_]*)["']?\s*\)\s*\}\}"""  # intake's {{ env("NAME") }}
+    # intake's {{ env("NAME") }}
+    r"""|\{\{\s*env\(\s*["']?(?P<jinja>[A-Za-z_][A-Za-z0-9_]*)["']?\s*\)\s*\}\}"""
 )
 _SECRET_IN_URI = re.compile(r"(api_key=)[^&\s'\"]+|(://[^:/@\s]+:)[^@/\s]+(@)")
 
@@ -422,11 +423,14 @@ def from_config(config: dict, auto_register: bool = True, name: str | None = Non
         raise ConfigError(f"{where}: 'tiled' must be a mapping with a 'uri' or 'profile', not {section!r}.")
     unknown = set(section) - TILED_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)} in 'tiled'; allowed: {sorted(TILED_KEYS)}.")
+        raise ConfigError(
+            f"{where}: unknown keys {sorted(unknown)} in 'tiled'; allowed: {sorted(TILED_KEYS)}."
+        )
     routes = [k for k in ("uri", "profile", "embedded") if k in section]
     if len(routes) != 1:
         raise ConfigError(
-            f"{where}: 'tiled' needs exactly one of 'uri', 'profile' or 'embedded'; it has {routes or 'none'}."
+            f"{where}: 'tiled' needs exactly one of 'uri', 'profile' or 'embedded'; "
+            f"it has {routes or 'none'}."
         )
     if auto_register and config.get("handlers"):
         logger.info("Ignoring 'handlers' of %s: the Tiled server reads detector files itself", where)
@@ -436,7 +440,9 @@ def from_config(config: dict, auto_register: bool = True, name: str | None = Non
         from .embedded import temp
 
         options = expanded["embedded"] or {}
-        db = temp(options.get("directory"), readable_storage=options.get("readable_storage"), timezone=timezone)
+        db = temp(
+            options.get("directory"), readable_storage=options.get("readable_storage"), timezone=timezone
+        )
         db.name = name or db.name
     else:
         client = _open_client(expanded, where)
@@ -479,7 +485,9 @@ def _open_client(section: dict, where: str):
         try:
             client = client[tuple(parts)] if len(parts) > 1 else client[parts[0]]
         except KeyError as err:
-            raise ConfigError(f"{where}: the server has no node {'/'.join(parts)!r} (the 'path' setting).") from err
+            raise ConfigError(
+                f"{where}: the server has no node {'/'.join(parts)!r} (the 'path' setting)."
+            ) from err
     return client
 
 
@@ -656,7 +664,9 @@ def _found_in_file(path: Path, source: str | None) -> _Found:
             ((only, entry),) = mongo.items()
             return _Found(only, "intake-mongo", path, entry)
         if not mongo:
-            raise ConfigError(f"{path} has no source with a MongoDB driver ({sorted(_MONGO_NORMALIZED_DRIVERS)}).")
+            raise ConfigError(
+                f"{path} has no source with a MongoDB driver ({sorted(_MONGO_NORMALIZED_DRIVERS)})."
+            )
         raise ConfigError(f"{path} has several MongoDB sources {sorted(mongo)}; say which one (source=...).")
     raise ConfigError(f"{path} is neither a databroker v1 configuration nor an intake catalog.")
 
@@ -668,7 +678,9 @@ def _mongo_sources_of(found: _Found) -> dict:
         result["layout"] = "mongo_normalized"
         result["metadatastore_uri"] = _v1_section_uri(content.get("metadatastore"), "metadatastore", found)
         assets = content.get("assets")
-        result["assets_uri"] = _v1_section_uri(assets, "assets", found) if assets else result["metadatastore_uri"]
+        result["assets_uri"] = (
+            _v1_section_uri(assets, "assets", found) if assets else result["metadatastore_uri"]
+        )
         mds_config = (content.get("metadatastore") or {}).get("config") or {}
         timezone = content.get("timezone", mds_config.get("timezone"))
         if timezone is not None:

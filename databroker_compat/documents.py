@@ -366,6 +366,9 @@ def _resource_location(source: dict | None) -> tuple[str, dict]:
     return path, kwargs
 
 
+_ARRAY_PAGE_BYTES = 64 * 1024 * 1024
+
+
 class _Stream:
     """The documents of one event stream, in the order they were emitted."""
 
@@ -413,24 +416,33 @@ class _Stream:
         return table
 
     def _read_rows(self, item: dict, start: int, stop: int):
-        """Rows ``start:stop`` of an array node (the first axis is the event axis)."""
+        """Rows ``start:stop`` of an array node (the first axis is the event axis).
+
+        Read through the images module's chunk-aligned reader: requests stay small
+        (a server refuses answers over its size limit) and a file the server cannot
+        read is named in the error.
+        """
+        from .images import _read_rows, array_nodes
+
+        node = array_nodes(self.header, self.name)[item["id"]]
+        stop = min(stop, node.shape[0])
+        return _read_rows(node, range(start, max(start, stop)))
+
+    def _rows_per_page(self, items) -> int:
+        """The page size, lowered so that one page of array data stays near 64 MiB."""
         import numpy
 
-        from . import _tiled
+        from .images import array_nodes
 
-        structure = item["attributes"]["structure"]
-        shape = list(structure["shape"])
-        stop = min(stop, shape[0])
-        if stop <= start:
-            return numpy.empty([0, *shape[1:]])
-        dtype = _tiled.numpy_dtype(structure["data_type"])
-        return _tiled.read_array(
-            self.header.v2.context,
-            _tiled.node_path(item),
-            slice_=f"{start}:{stop}",
-            dtype=dtype,
-            shape=(stop - start, *shape[1:]),
+        nodes = array_nodes(self.header, self.name)
+        row_bytes = sum(
+            int(numpy.prod(nodes[item["id"]].frame_shape)) * nodes[item["id"]].dtype.itemsize
+            for item in items
+            if item["id"] in nodes
         )
+        if not row_bytes:
+            return self.page_size
+        return max(1, min(self.page_size, _ARRAY_PAGE_BYTES // row_bytes))
 
     # -- documents --------------------------------------------------------------
     def documents(self) -> Iterator[tuple[float, str, dict]]:
@@ -476,8 +488,10 @@ class _Stream:
 
         table_keys = [k for k in self.keys if table is not None and _column_of(k) in table.column_names]
         resources_sent: set[str] = set()
-        for start in range(0, n_rows, self.page_size):
-            page = table.slice(start, self.page_size)
+        array_items = [*arrays.values(), *(ext.item for ext in externals.values())] if self.fill else list(arrays.values())
+        page_size = self._rows_per_page(array_items) if array_items else self.page_size
+        for start in range(0, n_rows, page_size):
+            page = table.slice(start, page_size)
             rows = page.num_rows
             seq_nums = page.column("seq_num").to_pylist()
             row_times = page.column("time").to_pylist()

@@ -119,7 +119,9 @@ class BrokerReader(BaseReader):
     imports = {"tiled"}
     output_instance = "databroker_compat.broker:Broker"
 
-    def _read(self, data, api_key: str | None = None, path: str | None = None, timezone: str | None = None, **kw):
+    def _read(
+        self, data, api_key: str | None = None, path: str | None = None, timezone: str | None = None, **kw
+    ):
         from .config import from_config
 
         api_key = api_key if api_key is not None else (data.options or {}).get("api_key")

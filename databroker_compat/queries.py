@@ -14,7 +14,7 @@ returned runs are checked on the client with :func:`matches`, an evaluator of Mo
 semantics written for this package, and a log record says so. A query that neither
 side can run raises :class:`~databroker_compat.exceptions.QueryNotSupported`.
 
-The support matrix (operator x backend x server/client) is in ``docs/search.md``.
+The support matrix (operator x backend x server/client) is in ``docs/searching.md``.
 
 >>> from databroker_compat.queries import parse, matches
 >>> nodes = parse({"plan_name": "scan", "num_points": {"$gt": 3}})
@@ -83,6 +83,7 @@ _COMPARISONS = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}
 _SERVER_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WORD = re.compile(r"[^\W_]+")
 _PLAIN_TEXT = re.compile(r"^[\x20-\x7e]*$")
+_ESCAPED = re.compile(r'["\\]')  # characters JSON text escapes
 
 # Date formats databroker v1 accepted for since/until (most specific first).
 TIME_FORMATS = (
@@ -568,6 +569,11 @@ def _scalar(value) -> bool:
     return isinstance(value, (str, bool)) or _server_number(value)
 
 
+def _plain_text(value: str) -> bool:
+    """Printable ASCII that JSON writes as is (so LIKE on the JSON text can find it)."""
+    return bool(_PLAIN_TEXT.match(value)) and not _ESCAPED.search(value)
+
+
 def _json_like(value) -> bool:
     return isinstance(value, str) and value[:1] in ("{", "[")
 
@@ -620,8 +626,9 @@ class _Translator:
         elif isinstance(node, Text):
             if self.backend == SQLITE and all(w.isascii() for w in node.words):
                 # FTS5 indexes the JSON text of all metadata (a superset of the start
-                # strings), where a word after a newline or tab reads "nword"/"tword".
-                variants = [p + w for w in node.words for p in ("", "n", "t", "r", "b", "f")]
+                # strings), where a word after a newline, tab or carriage return reads
+                # "nword", "tword", "rword" (JSON escapes them as \n, \t, \r).
+                variants = [p + w for w in node.words for p in ("", "n", "t", "r")]
                 plan.add([FullText(" OR ".join(variants))], False, "text search")
             else:
                 plan.add([], False, "text search")
@@ -653,7 +660,7 @@ class _Translator:
             elif (arrays := self.first_array(path)) is None:
                 exact = _sqlite_exact_value(path, value) if sqlite else True
                 plan.add([Key(path) == value], exact, what)
-            elif sqlite and isinstance(value, str) and _PLAIN_TEXT.match(value) and '"' not in value and "\\" not in value:
+            elif sqlite and isinstance(value, str) and _plain_text(value):
                 # LIKE '%value%' on the JSON text: scalars equal to it and arrays holding it.
                 plan.add([Contains(arrays, value)], False, what)
             else:

@@ -14,8 +14,7 @@ and two runs, for the specialised-client path.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,10 @@ from recorded import RecordedRun, record_catalog, write_runs
 from servers import postgres_available, postgres_server, sqlite_server
 
 MODES = ["simple", "sqlite", "postgres"]
+# Tiled keeps the in-process server's settings (its API key among them) process-wide:
+# a second SimpleTiledServer with another key makes the first one refuse its own.
+# Every in-process server of a test session therefore shares this key.
+IN_PROCESS_API_KEY = secrets.token_hex(8)
 SPECIAL_NODE = "bluesky"
 SPECIAL_RUNS = ("count", "scan")
 
@@ -79,7 +82,7 @@ def served(request, recorded, data_dir, tmp_path_factory):
     if mode == "simple":
         from tiled.server import SimpleTiledServer
 
-        server = SimpleTiledServer(directory, readable_storage=[data_dir])
+        server = SimpleTiledServer(directory, readable_storage=[data_dir], api_key=IN_PROCESS_API_KEY)
         closers.append(server.close)
         uri = server.uri
     elif mode == "sqlite":
@@ -108,7 +111,9 @@ def simple_served(recorded, data_dir, tmp_path_factory):
     from tiled.client import from_uri
     from tiled.server import SimpleTiledServer
 
-    server = SimpleTiledServer(tmp_path_factory.mktemp("tiled_simple_only"), readable_storage=[data_dir])
+    server = SimpleTiledServer(
+        tmp_path_factory.mktemp("tiled_simple_only"), readable_storage=[data_dir], api_key=IN_PROCESS_API_KEY
+    )
     try:
         client = from_uri(server.uri)
         _fill(client, recorded)

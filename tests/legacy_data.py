@@ -228,12 +228,12 @@ def quirk_metadata_values(mds, assets, recorded) -> Quirk:
     start = _doc(docs, "start")
     start.update({"sample_id": oid, "prepared": datetime.datetime(2016, 3, 4, 5, 6, 7),
                   "temperature": float("nan"), "limits": [float("-inf"), 1.0, float("inf")],
-                  "nested": {"ref": oid, "n": 3}, "scan_id": "not-a-number"})
+                  "nested": {"ref": oid, "n": 3}, "scan_id": "not-a-number", "counter": 2**60})
     store_v1(mds, assets, docs)
     expected = {k: v for k, v in start.items() if k != "scan_id"}
     expected.update({"sample_id": str(oid), "prepared": "2016-03-04T05:06:07+00:00", "temperature": None,
                      "limits": [None, 1.0, None], "nested": {"ref": str(oid), "n": 3},
-                     "legacy_scan_id": "not-a-number"})
+                     "legacy_scan_id": "not-a-number", "counter": 2**53 - 1})  # clamped as the writer does
     return Quirk(start["uid"], expected, _doc(docs, "stop"), {"primary": {"x": [1.0]}}, ["legacy_scan_id"])
 
 

@@ -230,7 +230,8 @@ def test_from_config_and_get_config(served):
     assert built["timezone"] == "UTC"
     assert "api_key" not in str(built)
     assert built["tiled"]["uri"].rstrip("/") == split_key(served.uri)[0].rstrip("/")
-    assert_reads_run(Broker.from_config({**built, "tiled": {**built["tiled"], "api_key": split_key(served.uri)[1]}}), served.runs["scan"])
+    with_key = {**built, "tiled": {**built["tiled"], "api_key": split_key(served.uri)[1]}}
+    assert_reads_run(Broker.from_config(with_key), served.runs["scan"])
     special = Broker(served.special())
     assert special.get_config()["tiled"]["path"] == "bluesky"
 

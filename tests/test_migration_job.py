@@ -171,6 +171,21 @@ def test_conflicting_run_is_reported_not_overwritten(simple_served, source_runs,
     assert target[count.uid].metadata["start"]["sample"] == "Cu foil"
 
 
+def test_open_run_left_open_on_request(simple_served, source_runs, source, tmp_path):
+    target = _container(simple_served, "open")
+    nostop = source_runs["nostop"]
+    report = migrate(source, target, uids=[nostop.uid], close_open_runs=False, progress=False, state_path=tmp_path / "s.jsonl")
+    assert [r.status for r in report.runs] == ["migrated"]
+    assert report.verification.ok, report.verification.summary()
+    assert any("left open" in w for w in report.runs[0].warnings)
+    run = target[nostop.uid]
+    assert run.metadata.get("stop") is None
+    assert _plain(run.metadata["start"]) == _plain(nostop.start)
+    # Again, with a fresh state: the open run counts as complete, nothing is rewritten.
+    again = migrate(source, target, uids=[nostop.uid], close_open_runs=False, progress=False, state_path=tmp_path / "t.jsonl")
+    assert [r.status for r in again.runs] == ["skipped"]
+
+
 def test_dry_run_writes_nothing(simple_served, source_runs, source, tmp_path):
     target = _container(simple_served, "dry")
     report = migrate(source, target, dry_run=True, progress=False, state_path=tmp_path / "s.jsonl")
@@ -238,3 +253,17 @@ def test_state_file_survives_a_torn_line(tmp_path):
 )
 def test_redact(text, expected):
     assert redact(text) == expected
+
+
+def test_migration_package_import_is_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, databroker_compat.migration as m; "
+        "assert callable(m.migrate) and callable(m.verify); "
+        "print(sorted(x for x in ('pymongo', 'pandas', 'xarray', 'dask', 'bluesky_tiled_plugins', 'tqdm') "
+        "if x in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -179,6 +179,8 @@ def test_layout_detection(legacy):
 
     with pytest.raises(MigrationError, match="run_start"):
         LegacySource(mongomock.MongoClient()["empty"])
+    with pytest.raises(ValueError, match="names no database"):
+        LegacySource.from_uris("mongodb://127.0.0.1:1/")  # pymongo connects lazily: no server needed
 
 
 # -- quirks ----------------------------------------------------------------------------------

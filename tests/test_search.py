@@ -44,13 +44,16 @@ QUERIES = [
     ("in-user-key", {"num_points": {"$in": [3, 5]}}, {"start.num_points": {"$in": [3, 5]}}, True),
     ("array-contains", {"detectors": "det"}, {"start.detectors": "det"}, True),
     ("array-contains-2", {"detectors": "det1"}, {"start.detectors": "det1"}, True),
-    ("array-in", {"detectors": {"$in": ["det4", "img"]}}, {"start.detectors": {"$in": ["det4", "img"]}}, True),
-    ("array-all", {"detectors": {"$all": ["det1", "det2"]}}, {"start.detectors": {"$all": ["det1", "det2"]}}, True),
+    ("array-in", {"detectors": {"$in": ["det4", "img"]}},
+     {"start.detectors": {"$in": ["det4", "img"]}}, True),
+    ("array-all", {"detectors": {"$all": ["det1", "det2"]}},
+     {"start.detectors": {"$all": ["det1", "det2"]}}, True),
     ("array-size", {"detectors": {"$size": 3}}, {"start.detectors": {"$size": 3}}, True),
     ("array-equal", {"detectors": ["det1", "det2"]}, {"start.detectors": ["det1", "det2"]}, True),
     # mongoquery's $ne compares a whole array with the value; MongoDB (and v1) exclude arrays holding it
     ("array-ne", {"detectors": {"$ne": "det"}}, {"$nor": [{"start.detectors": "det"}]}, True),
-    ("array-nin", {"detectors": {"$nin": ["det", "det1"]}}, {"start.detectors": {"$nin": ["det", "det1"]}}, True),
+    ("array-nin", {"detectors": {"$nin": ["det", "det1"]}},
+     {"start.detectors": {"$nin": ["det", "det1"]}}, True),
     ("array-of-motors", {"motors": "motor1"}, {"start.motors": "motor1"}, True),
     ("nested", {"sample.name": "Si"}, {"start.sample.name": "Si"}, True),
     ("nested-gt", {"sample.thickness_mm": {"$gt": 0.1}}, {"start.sample.thickness_mm": {"$gt": 0.1}}, True),
@@ -58,24 +61,30 @@ QUERIES = [
     ("string-eq", {"sample": "Cu foil"}, {"start.sample": "Cu foil"}, True),
     ("regex", {"sample": {"$regex": "^Cu"}}, {"start.sample": {"$regex": "^Cu"}}, True),
     # mongoquery ignores $options; it reads the options from /pattern/flags
-    ("regex-options", {"sample": {"$regex": "SAMPLE", "$options": "i"}}, {"start.sample": {"$regex": "/SAMPLE/i"}}, True),
+    ("regex-options", {"sample": {"$regex": "SAMPLE", "$options": "i"}},
+     {"start.sample": {"$regex": "/SAMPLE/i"}}, True),
     ("regex-end", {"plan_name": {"$regex": "count$"}}, {"start.plan_name": {"$regex": "count$"}}, True),
-    ("not-regex", {"plan_name": {"$not": {"$regex": "count"}}}, {"start.plan_name": {"$not": {"$regex": "count"}}}, True),
+    ("not-regex", {"plan_name": {"$not": {"$regex": "count"}}},
+     {"start.plan_name": {"$not": {"$regex": "count"}}}, True),
     ("not-gt", {"scan_id": {"$not": {"$gt": 3}}}, {"start.scan_id": {"$not": {"$gt": 3}}}, True),
     ("exists", {"operator": {"$exists": True}}, {"start.operator": {"$exists": True}}, True),
     ("not-exists", {"operator": {"$exists": False}}, {"start.operator": {"$exists": False}}, True),
     # mongoquery recurses forever on $exists through a string; skip strings first
     ("nested-exists", {"sample.name": {"$exists": True}},
      {"$and": [{"start.sample": {"$type": "object"}}, {"start.sample.name": {"$exists": True}}]}, True),
-    ("deep-exists", {"hints.dimensions": {"$exists": True}}, {"start.hints.dimensions": {"$exists": True}}, True),
+    ("deep-exists", {"hints.dimensions": {"$exists": True}},
+     {"start.hints.dimensions": {"$exists": True}}, True),
     # MongoDB's {key: None} matches a missing key too; mongoquery needs it spelled out
-    ("eq-none", {"operator": None}, {"$or": [{"start.operator": {"$exists": False}}, {"start.operator": None}]}, True),
+    ("eq-none", {"operator": None},
+     {"$or": [{"start.operator": {"$exists": False}}, {"start.operator": None}]}, True),
     ("ne-string", {"operator": {"$ne": "alice"}}, {"start.operator": {"$ne": "alice"}}, True),
-    ("nin-string", {"plan_name": {"$nin": ["count", "scan"]}}, {"start.plan_name": {"$nin": ["count", "scan"]}}, True),
+    ("nin-string", {"plan_name": {"$nin": ["count", "scan"]}},
+     {"start.plan_name": {"$nin": ["count", "scan"]}}, True),
     ("string-gt", {"plan_name": {"$gt": "m"}}, {"start.plan_name": {"$gt": "m"}}, True),
     ("string-lt-mixed-types", {"sample": {"$lt": "h"}}, {"start.sample": {"$lt": "h"}}, True),
     ("stop-key-bare", {"exit_status": "success"}, {"stop.exit_status": "success"}, True),
-    ("stop-prefix-missing", {"stop.exit_status": {"$exists": False}}, {"stop.exit_status": {"$exists": False}}, True),
+    ("stop-prefix-missing", {"stop.exit_status": {"$exists": False}},
+     {"stop.exit_status": {"$exists": False}}, True),
     ("stop-nested", {"stop.num_events.primary": {"$gte": 4}}, {"stop.num_events.primary": {"$gte": 4}}, True),
     ("stop-bare-nested", {"num_events.primary": 3}, {"stop.num_events.primary": 3}, True),
     ("start-and-stop", {"start.plan_name": "count", "stop.exit_status": "success"},
@@ -149,7 +158,9 @@ def test_text_search_any_word_of_the_start_document(served, db, text):
 
 
 def test_text_search_combines_with_conditions(served, db):
-    expected = expected_uids(served, lambda d: "foil" in _words(d["start"]) and d["start"].get("operator") == "alice")
+    expected = expected_uids(
+        served, lambda d: "foil" in _words(d["start"]) and d["start"].get("operator") == "alice"
+    )
     assert expected
     assert [h.uid for h in db("foil", operator="alice")] == expected
 
@@ -187,19 +198,23 @@ def test_since_until_strings_read_in_the_broker_time_zone(served, zone):
     assert [h.uid for h in db(since=since_text, until=until_text)] == expected
 
 
+def _utc(*args) -> float:
+    return datetime(*args, tzinfo=timezone.utc).timestamp()
+
+
 def test_since_and_until_formats_v1_accepted():
     utc = "UTC"
-    assert normalize_time("2024", utc) == datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
-    assert normalize_time("2024-02", utc) == datetime(2024, 2, 1, tzinfo=timezone.utc).timestamp()
-    assert normalize_time("2024-02-03", utc) == datetime(2024, 2, 3, tzinfo=timezone.utc).timestamp()
-    assert normalize_time("2024-02-03 10", utc) == datetime(2024, 2, 3, 10, tzinfo=timezone.utc).timestamp()
-    assert normalize_time("2024-02-03 10:30", utc) == datetime(2024, 2, 3, 10, 30, tzinfo=timezone.utc).timestamp()
-    assert normalize_time("2024-02-03 10:30:05.5", utc) == datetime(2024, 2, 3, 10, 30, 5, 500000, tzinfo=timezone.utc).timestamp()
+    assert normalize_time("2024", utc) == _utc(2024, 1, 1)
+    assert normalize_time("2024-02", utc) == _utc(2024, 2, 1)
+    assert normalize_time("2024-02-03", utc) == _utc(2024, 2, 3)
+    assert normalize_time("2024-02-03 10", utc) == _utc(2024, 2, 3, 10)
+    assert normalize_time("2024-02-03 10:30", utc) == _utc(2024, 2, 3, 10, 30)
+    assert normalize_time("2024-02-03 10:30:05.5", utc) == _utc(2024, 2, 3, 10, 30, 5, 500000)
     # ISO 8601 with an offset ignores the broker's zone; naive strings use it (with DST).
-    assert normalize_time("2024-02-03T10:30:05+01:00", "Asia/Tokyo") == datetime(2024, 2, 3, 9, 30, 5, tzinfo=timezone.utc).timestamp()
-    assert normalize_time("2024-07-01", "Europe/Paris") == datetime(2024, 6, 30, 22, tzinfo=timezone.utc).timestamp()
-    assert normalize_time("2024-01-01", "Europe/Paris") == datetime(2023, 12, 31, 23, tzinfo=timezone.utc).timestamp()
-    assert normalize_time(datetime(2024, 1, 1), "Europe/Paris") == datetime(2023, 12, 31, 23, tzinfo=timezone.utc).timestamp()
+    assert normalize_time("2024-02-03T10:30:05+01:00", "Asia/Tokyo") == _utc(2024, 2, 3, 9, 30, 5)
+    assert normalize_time("2024-07-01", "Europe/Paris") == _utc(2024, 6, 30, 22)
+    assert normalize_time("2024-01-01", "Europe/Paris") == _utc(2023, 12, 31, 23)
+    assert normalize_time(datetime(2024, 1, 1), "Europe/Paris") == _utc(2023, 12, 31, 23)
     assert normalize_time(1700000000, utc) == 1700000000.0
 
 
@@ -246,12 +261,15 @@ def test_results_on_the_client_side_path_index_the_same_way(served, db):
 
 
 def test_search_within_results(served, db):
-    expected = expected_uids(served, lambda d: d["start"].get("sample") == "Cu foil" and d["start"].get("operator") == "alice")
+    expected = expected_uids(
+        served, lambda d: d["start"].get("sample") == "Cu foil" and d["start"].get("operator") == "alice"
+    )
     assert len(expected) == 2
     assert [h.uid for h in db(sample="Cu foil")(operator="alice")] == expected
     inner = db(detectors="det")(plan_name={"$regex": "^co"})
     assert [h.uid for h in inner] == expected_uids(
-        served, lambda d: "det" in d["start"].get("detectors", []) and d["start"]["plan_name"].startswith("co")
+        served,
+        lambda d: "det" in d["start"].get("detectors", []) and d["start"]["plan_name"].startswith("co"),
     )
 
 
@@ -297,7 +315,9 @@ def test_filters_apply_to_searches_and_lookups(served):
     db.add_filter(plan_name="count")  # a key given again replaces its condition, as v1
     db.add_filter(operator="alice")
     assert db.filters == {"plan_name": "count", "operator": "alice"}
-    expected = expected_uids(served, lambda d: d["start"]["plan_name"] == "count" and d["start"].get("operator") == "alice")
+    expected = expected_uids(
+        served, lambda d: d["start"]["plan_name"] == "count" and d["start"].get("operator") == "alice"
+    )
     assert [h.uid for h in db()] == expected
     assert [h.uid for h in db(sample="Cu foil")] == expected
     assert db[-1].uid == expected[-1]
@@ -319,7 +339,8 @@ def test_aliases(served):
     assert [h.uid for h in db.counts] == expected_uids(served, lambda d: d["start"]["plan_name"] == "count")
     assert [h.uid for h in db.big_ones] == [served.runs["big"].uid]
     newest_sample = max(served.runs.values(), key=lambda r: r.start["time"]).start["sample"]
-    assert [h.uid for h in db.same_sample] == expected_uids(served, lambda d: d["start"].get("sample") == newest_sample)
+    same = expected_uids(served, lambda d: d["start"].get("sample") == newest_sample)
+    assert [h.uid for h in db.same_sample] == same
     with pytest.raises(ValueError, match="already an attribute"):
         db.alias("get_table", plan_name="x")
     with pytest.raises(AttributeError):

@@ -148,7 +148,8 @@ def normalise_start(raw: dict, warnings: list[str]) -> dict:
 
     ``_id`` goes; metadata values become JSON (:func:`plain`); a string ``scan_id``
     becomes an integer when it is one, else it moves to ``legacy_scan_id``; top-level
-    keys with ``.`` or ``/`` (refused by the schema) get ``_`` instead.
+    keys with ``.`` or ``/`` (refused by the schema) get ``_`` instead; integers beyond
+    +/-2**53 are clamped as the writer clamps them (so that the stored start equals this).
 
     >>> normalise_start({"_id": 1, "uid": "u", "time": 1.0, "scan_id": "7"}, [])
     {'uid': 'u', 'time': 1.0, 'scan_id': 7}
@@ -173,7 +174,14 @@ def normalise_start(raw: dict, warnings: list[str]) -> dict:
         doc["scan_id"] = int(doc["scan_id"])
     if not isinstance(doc.get("time"), (int, float)):
         raise ValueError(f"run_start {doc.get('uid')!r} has no numeric 'time'")
-    return doc
+    return _json_safe(doc)
+
+
+def _json_safe(doc: dict) -> dict:
+    """Clamp integers beyond +/-2**53, exactly as the writer does for the start document."""
+    from bluesky_tiled_plugins.utils import truncate_json_overflow
+
+    return truncate_json_overflow(doc)
 
 
 def normalise_stop(raw: dict, run_uid: str, warnings: list[str]) -> dict:
@@ -208,7 +216,7 @@ def normalise_stop(raw: dict, run_uid: str, warnings: list[str]) -> dict:
     if not isinstance(doc.get("time"), (int, float)):
         doc["time"] = 0.0
         warnings.append("stop: no numeric time; 0.0 written")
-    return doc
+    return _json_safe(doc)
 
 
 def closing_stop(run_uid: str, time: float, num_events: dict[str, int]) -> dict:
