@@ -28,7 +28,14 @@ def test_values_index_and_columns(served, db, name, stream):
     df = db[run.uid].table(stream, convert_times=False, localize_times=False)
     assert df.index.name == "seq_num"
     assert list(df.index) == seq_nums
-    assert list(df.columns) == ["time", *run.descriptors(stream)[0]["data_keys"]]
+    descriptor_order = ["time", *run.descriptors(stream)[0]["data_keys"]]
+    if served.mode == "postgres":
+        # JSONB loses the descriptor's key order; the stored table keeps the order of
+        # the events' data, which is what comes back (see docs/compat.md).
+        event_order = ["time", *run.events(stream)[0]["data"]]
+        assert list(df.columns) in (descriptor_order, event_order)
+    else:
+        assert list(df.columns) == descriptor_order
     assert list(df["time"]) == times
     for key, values in data.items():
         assert list(df[key]) == values, key
