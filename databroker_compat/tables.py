@@ -169,6 +169,10 @@ def stream_frame(
         raw = pd.DataFrame({"seq_num": pd.Series([], dtype="int64"), "time": pd.Series([], dtype="float64")})
     else:
         raw = _arrow_to_frame(table)
+        if not raw["seq_num"].is_monotonic_increasing:
+            # A server may hand rows back out of order (PostgreSQL after deletes);
+            # events are in seq_num order, as v1 gave them.
+            raw = raw.sort_values("seq_num", kind="stable", ignore_index=True)
     seq_nums = raw["seq_num"].to_numpy()
 
     frame = pd.DataFrame(index=pd.Index(seq_nums, name="seq_num"))

@@ -182,7 +182,7 @@ def _content(container) -> dict:
             "start": json.loads(json.dumps(dict(h.start))),
             "stop": json.loads(json.dumps(dict(h.stop))) if h.stop else None,
             # Sorted by seq_num: a PostgreSQL-backed table may return rows in another order.
-            "tables": {s: h.table(s).sort_index().reset_index().to_dict("list") for s in sorted(h.stream_names)},
+            "tables": {s: h.table(s).reset_index().to_dict("list") for s in sorted(h.stream_names)},
         }
     return out
 
