@@ -45,7 +45,8 @@ class Broker:
 
     def __init__(self, client, *, timezone: str | None = None, name: str | None = None):
         self._client = client
-        self._root = _tiled.runs_only(_tiled.as_container(client))
+        self._children = _tiled.as_container(client)
+        self._root = _tiled.runs_only(self._children)
         self.timezone = timezone
         self.name = name
         self._server = None  # an embedded server this broker owns (see temp())
@@ -101,7 +102,7 @@ class Broker:
         """
         if self.__dict__.get("_filters"):
             return self()[key]  # filters apply to lookups too, as in v1
-        found = runs_for_key(self._root, key)
+        found = runs_for_key(self._root, key, children=self._children)
         return _wrap(self, found)
 
     # -- search, filters, aliases ----------------------------------------------

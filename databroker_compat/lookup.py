@@ -61,13 +61,28 @@ def by_scan_id(container, scan_id: int):
         ) from None
 
 
-def by_uid(container, key: str):
-    """A run by full uid or by a uid prefix of at least 5 characters."""
+def _is_run(client) -> bool:
+    return any(getattr(spec, "name", spec) == "BlueskyRun" for spec in client.specs or [])
+
+
+def by_uid(container, key: str, children=None):
+    """A run by full uid or by a uid prefix of at least 5 characters.
+
+    ``children``: the unfiltered container the runs live in, when the lookup may address
+    a run by its key directly (one plain GET, cheaper on the server than a search).
+    """
     if len(key) < MIN_PREFIX:
         raise RunNotFound(
             f"{key!r} is too short to look up: give a full uid or a uid prefix of at least "
             f"{MIN_PREFIX} characters."
         )
+    if children is not None and len(key) >= UID_LENGTH and "/" not in key:
+        try:
+            run = children[key]
+        except KeyError:
+            run = None
+        if run is not None and _is_run(run) and run.metadata.get("start", {}).get("uid") == key:
+            return run
     exact = container.search(Key("start.uid") == key).values()
     if len(key) >= UID_LENGTH:
         try:
@@ -121,8 +136,8 @@ def _slice(container, key: slice) -> list:
     return ascending[start:stop:step]
 
 
-def runs_for_key(container, key: Any):
-    """The run client (or list of them) that ``db[key]`` names."""
+def runs_for_key(container, key: Any, children=None):
+    """The run client (or list of them) that ``db[key]`` names (``children``: see by_uid)."""
     if isinstance(key, bool):
         raise BadKey("db[True/False] is not a run lookup; use an int, a uid, or a slice.")
     if isinstance(key, numbers.Integral):
@@ -131,11 +146,11 @@ def runs_for_key(container, key: Any):
             return by_recency(container, key)
         return by_scan_id(container, key)
     if isinstance(key, str):
-        return by_uid(container, key)
+        return by_uid(container, key, children)
     if isinstance(key, slice):
         return _slice(container, key)
     if isinstance(key, (list, tuple)):
-        return [runs_for_key(container, k) for k in key]
+        return [runs_for_key(container, k, children) for k in key]
     raise BadKey(
         f"Cannot look up a run with a {type(key).__name__} ({key!r}); use a negative index, "
         "a scan_id, a uid or uid prefix, a slice, or a list of these."

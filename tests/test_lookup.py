@@ -116,7 +116,19 @@ def crafted(served):
     }
     for name in ("new", "old", "mid", "lookalike"):  # the oldest run arrives after the newest (a migration)
         write_docs(node, runs[name])
+    node.create_container(NOT_A_RUN, metadata={"start": {"uid": NOT_A_RUN}})
     return Broker(node)
+
+
+NOT_A_RUN = "99999999-0000-4000-8000-00000000abcd"
+
+
+def test_full_uid_is_one_request_and_never_a_non_run_node(crafted, count_requests):
+    with count_requests(crafted.v2) as counter:
+        h = crafted["abcde111-0000-4000-8000-000000000001"]
+    assert h.start["scan_id"] == 7 and counter.count == 1
+    with pytest.raises(RunNotFound, match="No run with uid"):
+        crafted[NOT_A_RUN]
 
 
 def test_newest_by_start_time_not_insertion_order(crafted):
