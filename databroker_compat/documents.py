@@ -225,12 +225,15 @@ DROP = _Drop()
 
 
 def is_external(spec: dict) -> bool:
-    """Whether a data key's values live outside the events (``external`` set and not empty).
+    """Whether a data key's values live outside the events (in detector files).
+
+    The writer's rule: a data key that has an ``external`` entry at all is external (its
+    normaliser turns ``external: None`` into ``""`` and still routes the key to files).
 
     >>> is_external({"external": "FILESTORE:"}), is_external({"external": ""}), is_external({})
-    (True, False, False)
+    (True, True, False)
     """
-    return bool(spec.get("external"))
+    return "external" in spec
 
 
 def _column_of(key: str) -> str:

@@ -199,8 +199,9 @@ class Header:
         >>> next(h.data("img")).shape                  # doctest: +SKIP
         (10, 10)
         """
+        from .documents import is_external
         from .images import array_nodes
-        from .tables import check_fields_exist, is_external
+        from .tables import check_fields_exist
 
         check_fields_exist([field], [self])
         if field not in self.fields(stream_name):

@@ -7,7 +7,7 @@ import re
 from typing import Any, Iterable
 
 from . import _tiled
-from .documents import datum_id_for
+from .documents import datum_id_for, is_external
 from .exceptions import UnknownField
 
 logger = logging.getLogger(__name__)
@@ -15,11 +15,6 @@ logger = logging.getLogger(__name__)
 INTERNAL_TABLE = "internal"
 # Columns the writer adds to the internal table that are not data keys.
 _BOOKKEEPING = ("seq_num", "time")
-
-
-def is_external(spec: dict) -> bool:
-    """Whether a data key's data lives in detector files rather than in the events."""
-    return "external" in spec and spec["external"] is not None
 
 
 def _compile(fields: Iterable[str]):

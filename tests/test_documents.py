@@ -360,3 +360,11 @@ def test_export(served, child_broker):
     numpy.testing.assert_array_equal(frames[0]["data"]["img"], numpy.arange(100.0).reshape(10, 10))
     with pytest.raises(ValueError, match="detector files"):
         source.export(source[uids[0]], target, new_root="/elsewhere")
+
+
+def test_external_rule_matches_the_writer():
+    """The writer routes any data key with an ``external`` entry to files, even ``""``."""
+    from databroker_compat.documents import is_external
+
+    assert is_external({"external": "FILESTORE:"}) and is_external({"external": ""})
+    assert not is_external({"dtype": "number", "shape": []})
