@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from recorded import RecordedRun, record_catalog, write_runs
-from servers import postgres_available, postgres_server, sqlite_server
+from servers import tiled_serve
 
 MODES = ["simple", "sqlite", "postgres"]
 # Tiled keeps the in-process server's settings (its API key among them) process-wide:
@@ -85,16 +85,8 @@ def served(request, recorded, data_dir, tmp_path_factory):
         server = SimpleTiledServer(directory, readable_storage=[data_dir], api_key=IN_PROCESS_API_KEY)
         closers.append(server.close)
         uri = server.uri
-    elif mode == "sqlite":
-        server = sqlite_server(directory, [str(data_dir)])
-        closers.append(server.close)
-        uri = server.uri
     else:
-        reason = postgres_available()
-        if reason:
-            pytest.skip(f"POSTGRESQL TESTS SKIPPED: {reason}")
-        server, dbs = postgres_server(directory, [str(data_dir)])
-        closers += [dbs.close, server.close]
+        server, closers = tiled_serve(mode, directory, [str(data_dir)])
         uri = server.uri
     try:
         client = from_uri(uri)

@@ -157,3 +157,23 @@ def postgres_server(directory: Path, readable: list[str]):
         dbs.close()
         raise
     return server, dbs
+
+
+def tiled_serve(mode: str, directory: Path, readable: list[str]):
+    """A ``tiled serve`` subprocess of one test mode ("sqlite" or "postgres").
+
+    Returns ``(server, closers)``: call the closers in reverse order when done. PostgreSQL
+    mode skips the calling test, saying why, when the server does not answer.
+    """
+    if mode == "sqlite":
+        server = sqlite_server(directory, readable)
+        return server, [server.close]
+    if mode != "postgres":
+        raise ValueError(f"no `tiled serve` mode {mode!r}; use 'sqlite' or 'postgres'")
+    reason = postgres_available()
+    if reason:
+        import pytest
+
+        pytest.skip(f"POSTGRESQL TESTS SKIPPED: {reason}")
+    server, dbs = postgres_server(directory, readable)
+    return server, [dbs.close, server.close]

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from migration_source import fill_synthetic, insert_recorded, record_source_runs
 from mongo_wire import MongoWireServer
-from servers import postgres_available, postgres_server, sqlite_server
+from servers import tiled_serve
 
 from databroker_compat import Broker
 from databroker_compat.migration.cli import app
@@ -127,17 +127,8 @@ def killable(request, source_runs, data_dir, tmp_path_factory):
     insert_recorded(db, source_runs, names=["count", "scan", "config"])
     (big,) = fill_synthetic(db, source_runs["count"], runs=1, events=BIG_EVENTS, time0=2.0e9)
     fill_synthetic(db, source_runs["count"], runs=3, events=5, time0=2.1e9)
-    closers = []
     directory = tmp_path_factory.mktemp(f"killed_target_{request.param}")
-    if request.param == "sqlite":
-        server = sqlite_server(directory, [str(data_dir)])
-        closers.append(server.close)
-    else:
-        reason = postgres_available()
-        if reason:
-            pytest.skip(f"POSTGRESQL TESTS SKIPPED: {reason}")
-        server, dbs = postgres_server(directory, [str(data_dir)])
-        closers += [dbs.close, server.close]
+    server, closers = tiled_serve(request.param, directory, [str(data_dir)])
     wire = MongoWireServer(client)
     closers.append(wire.close)
     try:
