@@ -1,21 +1,23 @@
-"""The migration job: select runs, write each through TiledWriter, record progress, report.
+"""The migration job: select runs, partition them, run the partitions, record progress, report.
 
-``migrate`` walks the source runs oldest first, in pages. For each page it asks the
-target once which of those uids already exist, then:
+``migrate`` walks the source runs oldest first, in pages. A run recorded as done in the
+job's state file is skipped without touching the target. The others are grouped into
+partitions (:mod:`.partition`: large runs alone, small runs together) and each
+partition runs inline, on threads or on ``dask.distributed`` workers, where
+:mod:`.worker` decides run by run from the target's content:
 
-- a run recorded as done in the job's state file is skipped without touching the target;
 - a run present in the target and complete is skipped (``skipped``, "already present");
-- a run present but half-written (no stop document in the target, or recorded as started
-  by this job and never finished) is deleted and written again (``rewritten``);
+- a run present but half-written (no stop document in the target, or recorded as failed
+  by an earlier pass of this job) is deleted and written again (``rewritten``);
 - a run present with a stop but different content is *not* touched: it is reported as
   ``failed`` with the reason, unless ``overwrite=True``;
-- any other run is written (``migrated``).
+- any other run is written (``migrated``), then verified against the checksums taken
+  from its documents as they streamed past (no second read of the source).
 
-Progress is an append-only JSON-lines state file (one line per run event, flushed and
-fsynced), so a job killed at any instant resumes where it stopped and moves nothing twice.
-Writing runs can fan out over a thread pool (``workers``, default 1); each run is
-written by its own writer. At the end the migrated runs are verified against the checksums taken from the
-documents as they streamed past (no second read of the source).
+Transient failures (5xx, a server that went away) are retried per run with backoff.
+Progress is an append-only JSON-lines state file (one line per finished run, flushed
+and fsynced), kept by this process only, so a job killed at any instant resumes where
+it stopped and moves nothing twice.
 """
 
 from __future__ import annotations
@@ -28,41 +30,27 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import MigrationError
+from .partition import GROUP_RUNS, LARGE_RUN_EVENTS, plan_partitions
 from .redact import redact
-from .verify import RunVerification, SourceTally, VerificationReport, compare_run
+from .verify import RunVerification, VerificationReport
+from .worker import FAILED, MIGRATED, REWRITTEN, SKIPPED, RetryPolicy, RunOutcome, present_uids
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JobState", "MigrationReport", "RunOutcome", "migrate"]
+__all__ = ["JobState", "MigrationReport", "RetryPolicy", "RunOutcome", "migrate"]
 
-MIGRATED = "migrated"
-REWRITTEN = "rewritten"
-SKIPPED = "skipped"
-FAILED = "failed"
 WOULD_MIGRATE = "would-migrate"
 WOULD_REWRITE = "would-rewrite"
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class RunOutcome:
-    """What happened to one source run."""
-
-    uid: str
-    status: str
-    events: int = 0
-    seconds: float = 0.0
-    reason: str = ""
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -218,34 +206,6 @@ def _pages(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield page
 
 
-def _present(container, uids: list[str]) -> set[str]:
-    """Which of ``uids`` are keys of the target container (one request per page)."""
-    from tiled.queries import In
-
-    from .. import _tiled
-
-    found: set[str] = set()
-    item = container.search(In("start.uid", uids)).item
-    for child in _tiled.iter_children(container.context, item, metadata=False):
-        found.add(child["id"])
-    return found
-
-
-def _target_has_stop(container, uid: str) -> bool:
-    return container[uid].metadata.get("stop") is not None
-
-
-class _Tee:
-    """Documents passed through a ``SourceTally``, keeping the reader's ``warnings`` list."""
-
-    def __init__(self, documents, tally: SourceTally):
-        self.warnings = getattr(documents, "warnings", None)
-        self._it = tally.tee(documents)
-
-    def __iter__(self):
-        return self._it
-
-
 class _Progress:
     """A tqdm bar over runs, with runs/s and events/s; silent when disabled or not a TTY."""
 
@@ -277,6 +237,98 @@ def _describe(target) -> str:
         return repr(target)
 
 
+class _Executor:
+    """Where partitions run: inline, on threads, or on ``dask.distributed`` workers.
+
+    - ``workers == 1`` and no scheduler: inline, in this process;
+    - a source that only this process can open (an in-memory ``mongomock`` database):
+      a pool of ``workers`` threads in this process, sharing the source;
+    - otherwise ``dask.distributed``: the cluster at ``scheduler``, or a
+      ``LocalCluster`` of ``workers`` single-threaded worker processes started here
+      (and closed at the end). Each worker opens its own MongoDB and Tiled connections
+      from the specs (:mod:`.connect`); partitions go to the target specs in turn.
+    """
+
+    def __init__(self, source, container, *, workers: int, scheduler, also_served_by, api_key):
+        from .connect import source_spec, target_specs
+
+        self.source, self.container = source, container
+        self.workers = workers
+        # Set by the job to record each run as it starts and ends (same process only;
+        # dask results are recorded when their partition comes back).
+        self.on_start = self.on_result = None
+        self._cluster = self._client = self._pool = None
+        self._specs = None
+        spec = source_spec(source)
+        if workers == 1 and scheduler is None and not also_served_by:
+            self.mode = "inline"
+        elif spec is None:
+            if scheduler is not None:
+                raise MigrationError(
+                    "scheduler= needs a source that worker processes can open: give "
+                    "LegacySource.from_uris(...) or a MongoSpec, not an in-memory database."
+                )
+            self.mode = "threads"
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="migrate")
+        else:
+            from dask.distributed import Client, LocalCluster
+
+            self.mode = "dask"
+            self._source_spec = spec
+            self._specs = target_specs(container, also_served_by=also_served_by, api_key=api_key)
+            if scheduler is None:
+                self._cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.WARNING,
+                )
+                self._client = Client(self._cluster)
+            else:
+                self._client = scheduler if hasattr(scheduler, "submit") else Client(scheduler)
+                self.workers = max(workers, len(self._client.scheduler_info().get("workers", {})) or 1)
+        logger.info("Partitions run %s%s", self.mode, f" on {self.workers} worker(s)" if self.mode != "inline" else "")
+
+    def submit(self, index: int, uids: list[str], **kwargs):
+        from concurrent.futures import Future as _Future
+
+        from .worker import migrate_partition
+
+        if self.mode != "dask":
+            kwargs["on_start"], kwargs["on_result"] = self.on_start, self.on_result
+        if self.mode == "inline":
+            fut: Any = _Future()
+            try:
+                fut.set_result(migrate_partition(self.source, self.container, uids, **kwargs))
+            except Exception as err:
+                fut.set_exception(err)
+            return fut
+        if self.mode == "threads":
+            return self._pool.submit(migrate_partition, self.source, self.container, uids, **kwargs)
+        target = self._specs[index % len(self._specs)]
+        return self._client.submit(
+            migrate_partition, self._source_spec, target, uids, pure=False, key=f"migrate-partition-{index}-{os.getpid()}-{time.monotonic_ns()}", **kwargs
+        )
+
+    def wait_one(self, pending: set) -> tuple[set, set]:
+        if self.mode == "dask":
+            from dask.distributed import wait as dask_wait
+
+            result = dask_wait(list(pending), return_when="FIRST_COMPLETED")
+            done = set(result.done)
+            return done, pending - done
+        done, rest = wait(pending, return_when=FIRST_COMPLETED)
+        return set(done), set(rest)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._cluster is not None:
+            self._client.close()
+            self._cluster.close()
+
+
 def migrate(
     source,
     tiled_client,
@@ -292,15 +344,21 @@ def migrate(
     state_path: str | os.PathLike | None = None,
     report_path: str | os.PathLike | None = None,
     workers: int = 1,
+    scheduler: Any = None,
+    also_served_by: list[str] | None = None,
+    api_key: str | None = None,
+    retry: RetryPolicy | None = None,
     close_open_runs: bool = True,
     overwrite: bool = False,
     page_size: int = 200,
+    partition_runs: int = GROUP_RUNS,
+    large_run_events: int = LARGE_RUN_EVENTS,
 ) -> MigrationReport:
     """Migrate legacy MongoDB runs into a Tiled container through TiledWriter.
 
     Parameters
     ----------
-    source : LegacySource
+    source : LegacySource or MongoSpec
         The legacy databases (``LegacySource(db)`` or ``LegacySource.from_uris(...)``).
         Only read: nothing in MongoDB is modified.
     tiled_client : tiled container client
@@ -318,23 +376,39 @@ def migrate(
     progress : bool
         Show a tqdm bar (only on a terminal).
     verify : bool
-        Verify every run written by this call against the source documents it streamed.
+        Verify every run right after writing it, against the source documents it
+        streamed (a mismatch is rewritten once more, then reported).
     state_path : path, optional
         The job's JSON-lines state file; give the same one to resume a job.
     report_path : path, optional
         Also write the JSON report there.
     workers : int
-        Runs written at the same time (threads). Keep 1 for a server whose tables
-        live in DuckDB/SQLite (``tiled serve catalog`` defaults, ``SimpleTiledServer``):
-        concurrent appends there fail with HTTP 500 and can leave tables empty. More
-        workers are for PostgreSQL-backed servers (see docs/migration.md).
+        Partitions run at the same time. With 1 (and no ``scheduler``) everything runs
+        in this process. More start a ``dask.distributed`` ``LocalCluster`` of that many
+        worker processes when the source can be opened elsewhere (``from_uris``), else
+        threads. Keep 1 for a server whose tables live in DuckDB/SQLite
+        (``tiled serve catalog`` defaults, ``SimpleTiledServer``): concurrent appends
+        there fail with HTTP 500; more workers are for PostgreSQL-backed servers.
+    scheduler : str or dask.distributed.Client, optional
+        A running ``dask.distributed`` scheduler (``"tcp://host:8786"``) or client to
+        run the partitions on.
+    also_served_by : list of str, optional
+        Base URIs of other Tiled server processes serving the same catalog; partitions
+        are spread over all of them.
+    api_key : str, optional
+        The API key workers use (default: the one of ``tiled_client``); never logged.
+    retry : RetryPolicy, optional
+        Retries of a run after a transient failure (default: 5, backoff 1 s to 30 s).
     close_open_runs : bool
         Give runs without a stop document a stop with ``exit_status="unknown"``
         (otherwise TiledWriter writes none of their events).
     overwrite : bool
         Replace runs present in the target with different content (default: report them).
     page_size : int
-        Source uids handled per page (one target lookup per page).
+        Source uids handled per page (one size estimate per page).
+    partition_runs, large_run_events : int
+        Small runs are grouped up to ``partition_runs`` per partition; a run of
+        ``large_run_events`` or more is a partition of its own.
 
     Returns
     -------
@@ -347,12 +421,18 @@ def migrate(
     >>> print(report.summary())   # doctest: +SKIP
     """
     from .. import _tiled
-    from . import writer as _writer
+    from .connect import source_spec
 
     if batch_size < 1:
         raise MigrationError(f"batch_size must be a positive number of events, not {batch_size!r}.")
     if workers < 1:
         raise MigrationError(f"workers must be at least 1, not {workers!r}.")
+    if not hasattr(source, "documents"):
+        spec = source_spec(source)
+        if spec is None:
+            raise MigrationError(f"source must be a LegacySource or a MongoSpec, not {type(source).__name__}.")
+        source = spec()
+        source.spec = spec
     container = _tiled.as_container(tiled_client)
     report = MigrationReport(source=redact(getattr(source, "name", None) or repr(source)), target=redact(_describe(tiled_client)), dry_run=dry_run)
     state = JobState(None if dry_run else state_path)
@@ -367,115 +447,124 @@ def migrate(
             total = None
     logger.info("Migrating %s run(s) from %s into %s%s", total if total is not None else "?", report.source, report.target, " (dry run)" if dry_run else "")
     bar = _Progress(total, progress)
-    tallies: dict[str, SourceTally] = {}
+    options = {"batch_size": batch_size, "verify": verify, "close_open_runs": close_open_runs, "overwrite": overwrite}
+    verification = VerificationReport() if verify and not dry_run else None
 
-    def write_one(uid: str, rewrite: bool) -> RunOutcome:
-        t0 = time.monotonic()
-        if rewrite:
-            logger.info("Run %s was left half-written; deleting it to write it again", uid)
-            _writer.delete_run(container, uid)
-        state.mark(uid, "started")
-        tally = SourceTally()
-        documents = source.documents(uid, close_open_runs=close_open_runs)
+    def take(outcome: RunOutcome, checked: RunVerification | None = None) -> None:
+        report.runs.append(outcome)
+        bar.update(outcome.events if outcome.status in (MIGRATED, REWRITTEN) else 0)
+        if checked is not None and verification is not None:
+            verification.runs.append(checked)
+
+    if dry_run:
         try:
-            written = _writer.write_run(container, _Tee(documents, tally), batch_size=batch_size)
-        except Exception as err:
+            for page in _pages(selected, page_size):
+                present = present_uids(container, page)
+                for uid in page:
+                    try:
+                        take(_dry_plan(source, container, uid, uid in present, close_open_runs))
+                    except Exception as err:
+                        take(RunOutcome(uid, FAILED, reason=f"{type(err).__name__}: {redact(err)}"))
+        finally:
+            bar.close()
+        report.finished = _now()
+        if report_path is not None:
+            report.write(report_path)
+        return report
+
+    executor = _Executor(source, tiled_client, workers=workers, scheduler=scheduler, also_served_by=also_served_by, api_key=api_key)
+    pending: dict[Any, list[str]] = {}
+
+    def record(result: dict) -> None:
+        outcome, checked = result["outcome"], result.get("verification")
+        if outcome["status"] == FAILED:
+            state.mark(outcome["uid"], "failed", reason=outcome["reason"])
+        elif checked is not None and not checked["ok"]:
+            # The next pass of the job rewrites it (present, recorded as failed).
+            state.mark(outcome["uid"], "failed", reason="verification: " + "; ".join(checked["mismatches"]))
+        else:
+            state.mark(outcome["uid"], "done", events=outcome["events"], outcome=outcome["status"])
+
+    executor.on_start = lambda uid: state.mark(uid, "started")
+    executor.on_result = record
+
+    def collect(fut) -> None:
+        uids_of = pending.pop(fut)
+        try:
+            results = fut.result()
+        except Exception as err:  # the whole partition: source unreachable, worker lost too often
             reason = f"{type(err).__name__}: {redact(err)}"
-            logger.warning("Run %s failed: %s", uid, reason)
-            try:
-                if uid in _present(container, [uid]):
-                    _writer.delete_run(container, uid)
-            except Exception as cleanup:
-                reason += f" (and removing the partial run failed: {redact(cleanup)}; the next pass rewrites it)"
-            state.mark(uid, "failed", reason=reason)
-            warnings = list(getattr(documents, "warnings", []))
-            return RunOutcome(uid, FAILED, seconds=time.monotonic() - t0, reason=reason, warnings=warnings)
-        tallies[uid] = tally
-        events = sum(s.events for s in tally.streams.values())
-        state.mark(uid, "done", events=events)
-        warnings = list(dict.fromkeys([*getattr(documents, "warnings", []), *written.notes]))
-        return RunOutcome(uid, REWRITTEN if rewrite else MIGRATED, events, time.monotonic() - t0, warnings=warnings)
-
-    def plan(uid: str, present: bool) -> tuple[str, RunOutcome | None]:
-        """Decide one run: ("write"|"rewrite", None) or ("", outcome)."""
-        if not present:
-            if not dry_run:
-                return "write", None
-            return "", RunOutcome(uid, WOULD_MIGRATE, warnings=list(source.expected(uid, close_open_runs=close_open_runs).warnings))
-        expected = source.expected(uid, close_open_runs=close_open_runs)
-        run_state = _writer.run_state(container, uid, expected)
-        if run_state == "complete":
-            return "", RunOutcome(uid, SKIPPED, reason="already present in the target with the same content")
-        started_here = state.status(uid) in ("started", "failed")
-        if started_here or overwrite or not _target_has_stop(container, uid):
-            if dry_run:
-                return "", RunOutcome(uid, WOULD_REWRITE, reason="present but incomplete in the target", warnings=list(expected.warnings))
-            return "rewrite", None
-        return "", RunOutcome(
-            uid,
-            FAILED,
-            reason="a run with this uid is already in the target with different content; "
-            "it was left untouched (inspect it, then pass overwrite=True / --overwrite to replace it)",
-        )
-
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="migrate") if not dry_run else None
-    pending: set[Future] = set()
-
-    def collect(block: bool) -> None:
-        nonlocal pending
-        if not pending:
+            logger.warning("A partition of %d run(s) failed: %s", len(uids_of), reason)
+            for uid in uids_of:
+                state.mark(uid, "failed", reason=reason)
+                take(RunOutcome(uid, FAILED, reason=reason))
             return
-        done, pending = wait(pending, return_when=FIRST_COMPLETED, timeout=None if block else 0)
-        for fut in done:
-            outcome = fut.result()
-            report.runs.append(outcome)
-            bar.update(outcome.events)
+        for result in results:
+            if executor.mode == "dask":
+                record(result)
+            outcome = RunOutcome(**result["outcome"])
+            checked = RunVerification(**result["verification"]) if result.get("verification") else None
+            take(outcome, checked)
 
     try:
+        index = 0
         for page in _pages(selected, page_size):
-            todo = [u for u in page if state.status(u) != "done"]
+            todo = []
             for uid in page:
                 if state.status(uid) == "done":
-                    report.runs.append(RunOutcome(uid, SKIPPED, reason="recorded as done in the job's state file"))
-                    bar.update(0)
-            present = _present(container, todo) if todo else set()
-            for uid in todo:
-                try:
-                    action, outcome = plan(uid, uid in present)
-                except Exception as err:
-                    action, outcome = "", RunOutcome(uid, FAILED, reason=f"{type(err).__name__}: {redact(err)}")
-                if outcome is not None:
-                    report.runs.append(outcome)
-                    bar.update(0)
-                    continue
-                while len(pending) >= 2 * workers:
-                    collect(block=True)
-                pending.add(pool.submit(write_one, uid, action == "rewrite"))
-                collect(block=False)
+                    take(RunOutcome(uid, SKIPPED, reason="recorded as done in the job's state file"))
+                else:
+                    todo.append(uid)
+            if not todo:
+                continue
+            try:
+                sizes = source.event_estimates(todo)
+            except Exception as err:  # sizes only shape partitions
+                logger.info("Could not estimate run sizes (%s); one run per partition", redact(err))
+                sizes = {}
+            pairs = [(uid, sizes.get(uid)) for uid in todo]
+            for part in plan_partitions(pairs, max_runs=partition_runs, large_run_events=large_run_events):
+                while len(pending) >= 2 * executor.workers:
+                    done, _ = executor.wait_one(set(pending))
+                    for fut in done:
+                        collect(fut)
+                started = [u for u in part.uids if state.status(u) in ("started", "failed")]
+                fut = executor.submit(index, part.uids, started_here=started, options=options, retry=retry)
+                index += 1
+                pending[fut] = part.uids
+                if executor.mode == "inline":
+                    collect(fut)
         while pending:
-            collect(block=True)
+            done, _ = executor.wait_one(set(pending))
+            for fut in done:
+                collect(fut)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        executor.close()
         bar.close()
         state.close()
 
-    if verify and not dry_run:
-        verification = VerificationReport()
-        for outcome in report.migrated:
-            tally = tallies.get(outcome.uid)
-            try:
-                result = compare_run(tally, container[outcome.uid])
-            except Exception as err:
-                result = RunVerification(outcome.uid, False, [f"verification raised {type(err).__name__}: {redact(err)}"])
-            verification.runs.append(result)
-            if not result.ok:
-                # The next pass of the job rewrites it (present, recorded as failed).
-                state.mark(outcome.uid, "failed", reason="verification: " + "; ".join(result.mismatches))
-        state.close()
-        report.verification = verification
+    report.verification = verification
     report.finished = _now()
     if report_path is not None:
         report.write(report_path)
     logger.info("%s", report.summary().splitlines()[1].strip())
     return report
+
+
+def _dry_plan(source, container, uid: str, present: bool, close_open_runs: bool) -> RunOutcome:
+    """What a real pass would do with one run, without writing."""
+    from . import writer as _writer
+
+    expected = source.expected(uid, close_open_runs=close_open_runs)
+    if not present:
+        return RunOutcome(uid, WOULD_MIGRATE, warnings=list(expected.warnings))
+    if _writer.run_state(container, uid, expected) == "complete":
+        return RunOutcome(uid, SKIPPED, reason="already present in the target with the same content")
+    if container[uid].metadata.get("stop") is None:
+        return RunOutcome(uid, WOULD_REWRITE, reason="present but incomplete in the target", warnings=list(expected.warnings))
+    return RunOutcome(
+        uid,
+        FAILED,
+        reason="a run with this uid is already in the target with different content; "
+        "a real pass leaves it untouched (inspect it, then pass overwrite=True / --overwrite to replace it)",
+    )

@@ -164,6 +164,8 @@ class LegacySource:
         self.name = name or getattr(metadatastore, "name", "legacy")
         self.page_size = int(page_size)
         self.check_files = check_files
+        # How another process opens this source (a ``MongoSpec``); None: only here.
+        self.spec = None
         self.layout = self._detect_layout()
         logger.info("Legacy source %s: layout %s", self.name, self.layout)
 
@@ -187,9 +189,14 @@ class LegacySource:
                     "mongodb://host:27017/metadatastore"
                 ) from None
 
+        from .connect import MongoSpec
+
         mds = database(metadatastore_uri)
         assets = database(assets_uri) if assets_uri else None
-        return cls(mds, assets, name=name, **kwargs)
+        source = cls(mds, assets, name=name, **kwargs)
+        # What a worker process of a distributed job opens its own connection from.
+        source.spec = MongoSpec(metadatastore_uri, assets_uri, name, tuple(sorted(kwargs.items())))
+        return source
 
     # -- layout -------------------------------------------------------------------
     def _detect_layout(self) -> str:
@@ -265,6 +272,48 @@ class LegacySource:
         except Exception:  # a server or mock without $group: count instead
             return sum(1 for _ in self.find_run_uids(since=since, until=until, query=query))
         return int(result[0]["n"]) if result else 0
+
+    def event_estimates(self, uids: list[str]) -> dict[str, int | None]:
+        """Events per run, for sizing partitions: cheap, and approximate on purpose.
+
+        The stop document's ``num_events`` when it has them; otherwise one grouped count
+        of the events of the runs' descriptors (one query for all of ``uids``). ``None``
+        for a run whose size cannot be told this way (metadatastore v0 links).
+
+        >>> source.event_estimates([uid])   # doctest: +SKIP
+        {'9d5c...': 10}
+        """
+        sizes: dict[str, int | None] = {uid: None for uid in uids}
+        if not uids:
+            return sizes
+        for stop in self._mds["run_stop"].find({"run_start": {"$in": list(uids)}}, {"run_start": 1, "num_events": 1}):
+            counts = stop.get("num_events")
+            if isinstance(counts, dict) and counts and stop.get("run_start") in sizes:
+                try:
+                    sizes[stop["run_start"]] = int(sum(int(v) for v in counts.values()))
+                except (TypeError, ValueError):
+                    pass
+        unknown = [uid for uid, n in sizes.items() if n is None]
+        if not unknown:
+            return sizes
+        owner = {}
+        for desc in self._mds["event_descriptor"].find({"run_start": {"$in": unknown}}, {"uid": 1, "run_start": 1}):
+            if desc.get("uid"):
+                owner[desc["uid"]] = desc["run_start"]
+        if not owner:
+            return sizes
+        pipeline = [{"$match": {"descriptor": {"$in": list(owner)}}}, {"$group": {"_id": "$descriptor", "n": {"$sum": 1}}}]
+        try:
+            grouped = list(self._mds["event"].aggregate(pipeline))
+        except Exception:  # a server or mock without $group: leave the sizes unknown
+            return sizes
+        for uid in {owner[d] for d in owner}:
+            sizes[uid] = 0
+        for row in grouped:
+            run = owner.get(row["_id"])
+            if run is not None:
+                sizes[run] = (sizes[run] or 0) + int(row["n"])
+        return sizes
 
     # -- one run ------------------------------------------------------------------
     def _start_record(self, uid: str) -> dict:
