@@ -102,12 +102,18 @@ def source_spec(source) -> Callable[[], Any] | None:
     return getattr(source, "spec", None)
 
 
-def _with_base(uri: str, base: str) -> str:
-    """``uri`` (``http://a:1/api/v1/metadata/x``) served by another process ``base`` (``http://b:2``)."""
+def _with_base(uri: str, base: str | None = None) -> str:
+    """``uri`` (``http://a:1/api/v1/metadata/x``), served by ``base`` (``http://b:2``) if given.
+
+    Empty path segments (tiled writes ``metadata//x`` for children of the root) are dropped.
+    """
+    import re
     from urllib.parse import urlsplit, urlunsplit
 
-    parts, other = urlsplit(uri), urlsplit(base)
-    return urlunsplit((other.scheme or parts.scheme, other.netloc, parts.path, parts.query, ""))
+    parts = urlsplit(uri)
+    other = urlsplit(base) if base else parts
+    path = re.sub(r"/{2,}", "/", parts.path)
+    return urlunsplit((other.scheme or parts.scheme, other.netloc, path, parts.query, ""))
 
 
 def target_specs(client, *, also_served_by: list[str] | None = None, api_key: str | None = None) -> list[TiledSpec]:
@@ -124,7 +130,7 @@ def target_specs(client, *, also_served_by: list[str] | None = None, api_key: st
         specs = [client]
     else:
         key = api_key or getattr(client.context, "api_key", None)
-        specs = [TiledSpec(client.uri, key)]
+        specs = [TiledSpec(_with_base(client.uri), key)]
     for base in also_served_by or []:
         specs.append(TiledSpec(_with_base(specs[0].uri, base), specs[0].api_key))
     return specs
