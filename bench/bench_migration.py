@@ -1,26 +1,37 @@
-"""Migration throughput and memory: ``migrate()`` against the naive loop, same process.
+"""Migration throughput, scaling and memory: ``migrate()`` against the naive loop, same process.
 
 Cases (sizes are options, so a quick run is possible):
 
-(a) one run of ``--big-events`` events (default 100,000);
-(b) ``--small-runs`` runs of ``--small-events`` events (default 2,000 x 10).
+(a) one run of ``--big-events`` events (default 100,000): events/s, naive and ours, and
+    the peak traced memory of ours at a quarter of that size and at full size (flat is
+    the goal). Memory is the ``tracemalloc`` peak of a separate pass, counted twice:
+    everything, and without the allocations made inside mongomock (the test double of
+    the MongoDB server, whose ``find`` materialises and sorts every matching document
+    in the client process; a real server does that on its own machine).
+(b) ``--small-runs`` runs of ``--small-events`` events (default 2,000 x 10): runs/s and
+    events/s of the naive loop and of ours with the best setting of the scaling matrix.
+(c) the scaling matrix: ours on ``--scale-runs`` small runs with 1, 2 and 4 workers
+    (``--workers``) against 1 and 2 Tiled server processes (``--servers``).
 
-The naive loop reads the same ``LegacySource`` and feeds every document to a default
-``TiledWriter`` (one writer for all runs, no state, no verification). Ours is
-``migrate()`` with its state file and end-of-job verification, with ``--workers``
-threads. The source is mongomock, built without unique indexes. Peak memory is the
-``tracemalloc`` peak of a separate pass (tracing slows the timed passes down).
+The naive loop reads the same ``LegacySource`` in this process and feeds every document
+to one default ``TiledWriter`` (no state, no verification, no retries). Ours is
+``migrate()`` with its state file and per-run verification: inline for one worker,
+a ``dask.distributed`` ``LocalCluster`` of worker processes otherwise, each worker
+building the same seeded mongomock source before the clock starts (a stand-in for
+every worker connecting to one MongoDB server).
 
-The target is an in-process ``SimpleTiledServer`` (``--server simple``) or a
-PostgreSQL-backed ``tiled serve`` subprocess (``--server postgres``, needs the test
-PostgreSQL on 127.0.0.1:5432); concurrent writers are only safe on the latter.
+The target is a ``tiled serve`` subprocess whose catalog and tables are in PostgreSQL
+(the only backend that takes concurrent writers); a second server process, when asked
+for, serves the same catalog on another port. Needs PostgreSQL on 127.0.0.1:5432.
 
-    python bench/bench_migration.py --big-events 20000 --small-runs 100
+    python bench/bench_migration.py --big-events 20000 --small-runs 200 --scale-runs 100
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import tempfile
 import time
@@ -29,50 +40,8 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-
-def build_source(template, runs: int, events: int, time0: float):
-    import mongomock
-
-    from migration_source import fill_synthetic
-
-    from databroker_compat.migration import LegacySource
-
-    db = mongomock.MongoClient()[f"bench_{uuid.uuid4().hex[:8]}"]
-    uids = fill_synthetic(db, template, runs=runs, events=events, time0=time0)
-    return LegacySource(db, check_files=False), uids
-
-
-def naive(source, uids, client) -> float:
-    from bluesky_tiled_plugins import TiledWriter
-
-    writer = TiledWriter(client)
-    t0 = time.perf_counter()
-    for uid in uids:
-        for name, doc in source.documents(uid):
-            writer(name, doc)
-    return time.perf_counter() - t0
-
-
-def ours(source, uids, client, workers: int, state: Path) -> float:
-    from databroker_compat.migration import migrate
-
-    t0 = time.perf_counter()
-    report = migrate(source, client, uids=uids, progress=False, workers=workers, state_path=state)
-    elapsed = time.perf_counter() - t0
-    if not report.ok or len(report.migrated) != len(uids):
-        raise SystemExit("migration did not move every run:\n" + report.summary())
-    return elapsed
-
-
-def peak(fn) -> float:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1] / 2**20
-    finally:
-        tracemalloc.stop()
+TESTS = HERE.parent / "tests"
+sys.path.insert(0, str(TESTS))
 
 
 def template_run():
@@ -90,68 +59,212 @@ def template_run():
     return collect.runs["template"]
 
 
+def build_source(template, runs: int, events: int, time0: float, seed: int):
+    """(the picklable spec, an open LegacySource on this process's copy, uids oldest first)."""
+    from migration_source import SyntheticSource
+
+    from databroker_compat.migration import LegacySource
+
+    spec = SyntheticSource.of(template, runs=runs, events=events, time0=time0, seed=seed)
+    db, uids = spec.build()
+    return spec, LegacySource(db, check_files=False), uids
+
+
+def naive(source, uids, client) -> float:
+    from bluesky_tiled_plugins import TiledWriter
+
+    writer = TiledWriter(client)
+    t0 = time.perf_counter()
+    for uid in uids:
+        for name, doc in source.documents(uid):
+            writer(name, doc)
+    return time.perf_counter() - t0
+
+
+def ours(source, uids, client, state: Path, **kwargs) -> float:
+    from databroker_compat.migration import migrate
+
+    t0 = time.perf_counter()
+    report = migrate(source, client, uids=uids, progress=False, state_path=state, **kwargs)
+    elapsed = time.perf_counter() - t0
+    if not report.ok or len(report.migrated) != len(uids):
+        raise SystemExit("migration did not move every run:\n" + report.summary())
+    return elapsed
+
+
+def peak(fn) -> float:
+    """Peak MiB of the allocations traced while ``fn`` runs."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+class WireSource:
+    """A synthetic source served over a socket by another process (``tests/mongo_wire.py``)."""
+
+    def __init__(self, spec, directory: Path):
+        import pickle
+        import subprocess
+
+        path = directory / f"spec-{spec.seed}.pickle"
+        path.write_bytes(pickle.dumps(spec))
+        self.process = subprocess.Popen(
+            [sys.executable, str(TESTS / "mongo_wire.py"), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        port = int(self.process.stdout.readline())
+        self.uri = f"mongodb://127.0.0.1:{port}/synthetic_{spec.seed}?directConnection=true"
+
+    def source(self):
+        from databroker_compat.migration import LegacySource
+
+        return LegacySource.from_uris(self.uri, check_files=False)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+class Target:
+    """One PostgreSQL catalog served by one or two ``tiled serve`` processes."""
+
+    def __init__(self, directory: Path, processes: int):
+        from servers import TiledProcess, postgres_available, postgres_server
+
+        reason = postgres_available()
+        if reason:
+            raise SystemExit(f"this benchmark needs PostgreSQL: {reason}")
+        self.server, self.dbs = postgres_server(directory / "tiled", [])
+        self.others = []
+        for i in range(1, processes):
+            (directory / f"tiled{i}").mkdir(parents=True, exist_ok=True)
+            other = TiledProcess(self.server.catalog, self.server.writable, [], directory / f"tiled{i}", init=False)
+            other.close()
+            other.api_key = self.server.api_key
+            other.start()
+            self.others.append(other)
+
+    @property
+    def bases(self) -> list[str]:
+        return [o.base for o in self.others]
+
+    def container(self, label: str):
+        from tiled.client import from_uri
+
+        return from_uri(self.server.uri).create_container(f"{label}-{uuid.uuid4().hex[:6]}")
+
+    def close(self):
+        for other in self.others:
+            other.close()
+        self.server.close()
+        self.dbs.close()
+
+
+def run_ours(spec, local_source, uids, target: Target, workers: int, servers: int, state: Path, cluster_cache: dict) -> float:
+    container = target.container(f"w{workers}s{servers}")
+    also = target.bases[: servers - 1]
+    if workers == 1 and servers == 1:
+        return ours(local_source, uids, container, state)
+    from dask.distributed import Client, LocalCluster
+
+    from databroker_compat.migration.connect import warm
+
+    if workers not in cluster_cache:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+        cluster_cache[workers] = (cluster, Client(cluster))
+    client = cluster_cache[workers][1]
+    client.run(warm, spec)  # each worker builds its source copy before the clock starts
+    return _ours_spec(spec, uids, container, state, client, workers, also)
+
+
+def _ours_spec(spec, uids, container, state, client, workers, also) -> float:
+    from databroker_compat.migration import migrate
+
+    t0 = time.perf_counter()
+    report = migrate(spec, container, uids=uids, progress=False, state_path=state, scheduler=client, workers=workers, also_served_by=also)
+    elapsed = time.perf_counter() - t0
+    if not report.ok or len(report.migrated) != len(uids):
+        raise SystemExit("migration did not move every run:\n" + report.summary())
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--big-events", type=int, default=100_000)
     parser.add_argument("--small-runs", type=int, default=2_000)
     parser.add_argument("--small-events", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--server", choices=["simple", "postgres"], default="simple")
+    parser.add_argument("--scale-runs", type=int, default=300)
+    parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts of the scaling matrix")
+    parser.add_argument("--servers", default="1,2", help="comma-separated Tiled server process counts")
+    parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-small", action="store_true")
     args = parser.parse_args()
-
-    from tiled.client import from_uri
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    server_counts = [int(s) for s in args.servers.split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_migration_"))
-    closers = []
-    if args.server == "simple":
-        from tiled.server import SimpleTiledServer
-
-        server = SimpleTiledServer(tmp / "tiled")
-        closers.append(server.close)
-        uri = server.uri
-    else:
-        from servers import postgres_available, postgres_server
-
-        reason = postgres_available()
-        if reason:
-            raise SystemExit(f"--server postgres: {reason}")
-        server, dbs = postgres_server(tmp / "tiled", [])
-        closers += [dbs.close, server.close]
-        uri = server.uri
+    target = Target(tmp, max(server_counts))
+    clusters: dict = {}
+    template = template_run()
+    print(f"target: tiled serve over PostgreSQL, up to {max(server_counts)} server process(es); {os.cpu_count()} cores")
     try:
-        root = from_uri(uri)
-        template = template_run()
-        print(f"server: {args.server}, workers: {args.workers}")
+        if not args.skip_big:
+            n = args.big_events
+            _, src, uids = build_source(template, 1, n, 1.0e9, seed=1)
+            t_naive = naive(src, uids, target.container("a-naive"))
+            t_ours = ours(src, uids, target.container("a-ours"), tmp / "a.jsonl")
+            print(f"(a) 1 run x {n} events: naive {n / t_naive:,.0f} events/s, ours {n / t_ours:,.0f} events/s, ratio {t_naive / t_ours:.2f}x")
+            if not args.skip_memory:
+                # Warm up imports and caches first, so that neither size pays for them.
+                _, src_w, uids_w = build_source(template, 1, 100, 1.1e9, seed=11)
+                ours(src_w, uids_w, target.container("warm"), tmp / "warm.jsonl")
+                naive(src_w, uids_w, target.container("warm-naive"))
+                for size in (max(n // 4, 1), n):
+                    spec_m, src_m, uids_m = build_source(template, 1, size, 1.2e9 + size, seed=size)
+                    mb_mock = peak(lambda: ours(src_m, uids_m, target.container("m"), tmp / f"m{size}.jsonl"))
+                    wire = WireSource(spec_m, tmp)
+                    try:
+                        mb_ours = peak(lambda: ours(wire.source(), uids_m, target.container("mw"), tmp / f"mw{size}.jsonl"))
+                        mb_naive = peak(lambda: naive(wire.source(), uids_m, target.container("mn")))
+                    finally:
+                        wire.close()
+                    print(
+                        f"    peak traced memory, 1 run x {size} events: source over a socket: naive {mb_naive:.1f} MiB, ours {mb_ours:.1f} MiB; "
+                        f"mongomock in this process: ours {mb_mock:.1f} MiB"
+                    )
 
-        # (a) one long run
-        n = args.big_events
-        src_n, uids_n = build_source(template, 1, n, 1.0e9)
-        src_o, uids_o = build_source(template, 1, n, 1.1e9)
-        t_naive = naive(src_n, uids_n, root.create_container("a-naive-" + uuid.uuid4().hex[:6]))
-        t_ours = ours(src_o, uids_o, root.create_container("a-ours-" + uuid.uuid4().hex[:6]), args.workers, tmp / "a.jsonl")
-        print(f"(a) 1 run x {n} events: naive {n / t_naive:,.0f} events/s, ours {n / t_ours:,.0f} events/s, ratio {t_naive / t_ours:.2f}x")
-        if not args.skip_memory:
-            for size in (max(n // 4, 1), n):
-                src_m, uids_m = build_source(template, 1, size, 1.2e9 + size)
-                mb_ours = peak(lambda: ours(src_m, uids_m, root.create_container("m-" + uuid.uuid4().hex[:6]), 1, tmp / f"m{size}.jsonl"))
-                src_m, uids_m = build_source(template, 1, size, 1.3e9 + size)
-                mb_naive = peak(lambda: naive(src_m, uids_m, root.create_container("mn-" + uuid.uuid4().hex[:6])))
-                print(f"    peak traced memory, 1 run x {size} events: naive {mb_naive:.1f} MiB, ours {mb_ours:.1f} MiB")
+        e = args.small_events
+        results: dict[tuple[int, int], float] = {}
+        r = args.scale_runs
+        spec, src, uids = build_source(template, r, e, 3.0e9, seed=3)
+        for servers in server_counts:
+            for workers in worker_counts:
+                t = run_ours(spec, src, uids, target, workers, servers, tmp / f"c{workers}{servers}.jsonl", clusters)
+                results[(workers, servers)] = r / t
+                print(f"(c) {r} runs x {e} events, {workers} worker(s), {servers} server process(es): {r / t:,.2f} runs/s ({r * e / t:,.0f} events/s)", flush=True)
+        t_base = naive(src, uids, target.container("c-naive"))
+        print(f"(c) naive loop on the same {r} runs: {r / t_base:,.2f} runs/s ({r * e / t_base:,.0f} events/s)", flush=True)
 
-        # (b) many small runs
-        r, e = args.small_runs, args.small_events
-        src_n, uids_n = build_source(template, r, e, 2.0e9)
-        src_o, uids_o = build_source(template, r, e, 2.1e9)
-        t_naive = naive(src_n, uids_n, root.create_container("b-naive-" + uuid.uuid4().hex[:6]))
-        t_ours = ours(src_o, uids_o, root.create_container("b-ours-" + uuid.uuid4().hex[:6]), args.workers, tmp / "b.jsonl")
-        print(
-            f"(b) {r} runs x {e} events: naive {r / t_naive:,.2f} runs/s ({r * e / t_naive:,.0f} events/s), "
-            f"ours {r / t_ours:,.2f} runs/s ({r * e / t_ours:,.0f} events/s), ratio {t_naive / t_ours:.2f}x"
-        )
+        if not args.skip_small:
+            best = max(results, key=results.get)
+            r = args.small_runs
+            spec, src, uids = build_source(template, r, e, 2.0e9, seed=2)
+            t_naive = naive(src, uids, target.container("b-naive"))
+            t_ours = run_ours(spec, src, uids, target, best[0], best[1], tmp / "b.jsonl", clusters)
+            print(
+                f"(b) {r} runs x {e} events: naive {r / t_naive:,.2f} runs/s ({r * e / t_naive:,.0f} events/s), "
+                f"ours ({best[0]} workers, {best[1]} server processes) {r / t_ours:,.2f} runs/s ({r * e / t_ours:,.0f} events/s), "
+                f"ratio {t_naive / t_ours:.2f}x"
+            )
     finally:
-        for close in reversed(closers):
-            close()
+        for cluster, client in clusters.values():
+            client.close()
+            cluster.close()
+        target.close()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ scale cases, from a template of real documents.
 from __future__ import annotations
 
 import copy
+import json
+import random
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from recorded import RecordedRun, _Collector
 
@@ -108,15 +111,22 @@ def insert_recorded(database, runs: dict[str, RecordedRun], names=None) -> None:
         insert_mongo_normalized(database, run.docs, without_stop=run.written_without_stop)
 
 
-def synthetic_run(template: RecordedRun, n_events: int, *, time0: float, scan_id: int) -> list[tuple[str, dict]]:
+def _uid(rng: random.Random | None) -> str:
+    return str(uuid.uuid4() if rng is None else uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def synthetic_run(
+    template: RecordedRun, n_events: int, *, time0: float, scan_id: int, rng: random.Random | None = None
+) -> list[tuple[str, dict]]:
     """A new run shaped like ``template`` (one stream, scalar keys) with ``n_events`` events.
 
-    Values are a deterministic function of the sequence number, so a reader can check them.
+    Values are a deterministic function of the sequence number, so a reader can check them;
+    with ``rng`` the uids are too (the same seed gives the same run in any process).
     """
     start = copy.deepcopy(template.start)
-    start.update(uid=str(uuid.uuid4()), time=time0, scan_id=scan_id)
+    start.update(uid=_uid(rng), time=time0, scan_id=scan_id)
     descriptor = copy.deepcopy(template.descriptors("primary")[0])
-    descriptor.update(uid=str(uuid.uuid4()), run_start=start["uid"], time=time0 + 0.01)
+    descriptor.update(uid=_uid(rng), run_start=start["uid"], time=time0 + 0.01)
     keys = list(descriptor["data_keys"])
     docs: list[tuple[str, dict]] = [("start", start), ("descriptor", descriptor)]
     for i in range(1, n_events + 1):
@@ -125,7 +135,7 @@ def synthetic_run(template: RecordedRun, n_events: int, *, time0: float, scan_id
             (
                 "event",
                 {
-                    "uid": str(uuid.uuid4()),
+                    "uid": _uid(rng),
                     "descriptor": descriptor["uid"],
                     "seq_num": i,
                     "time": t,
@@ -137,7 +147,7 @@ def synthetic_run(template: RecordedRun, n_events: int, *, time0: float, scan_id
         )
     stop = copy.deepcopy(template.stop)
     stop.update(
-        uid=str(uuid.uuid4()),
+        uid=_uid(rng),
         run_start=start["uid"],
         time=time0 + 0.02 + n_events * 1e-3,
         num_events={"primary": n_events},
@@ -146,11 +156,51 @@ def synthetic_run(template: RecordedRun, n_events: int, *, time0: float, scan_id
     return docs
 
 
-def fill_synthetic(database, template: RecordedRun, *, runs: int, events: int, time0: float = 1.6e9) -> list[str]:
+def fill_synthetic(
+    database, template: RecordedRun, *, runs: int, events: int, time0: float = 1.6e9, seed: int | None = None
+) -> list[str]:
     """Insert ``runs`` synthetic runs of ``events`` events each; returns their uids, oldest first."""
+    rng = None if seed is None else random.Random(seed)
     uids = []
     for r in range(runs):
-        docs = synthetic_run(template, events, time0=time0 + r * 10.0, scan_id=100_000 + r)
+        docs = synthetic_run(template, events, time0=time0 + r * 10.0, scan_id=100_000 + r, rng=rng)
         insert_mongo_normalized(database, docs)
         uids.append(docs[0][1]["uid"])
     return uids
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """A picklable source spec: each process that opens it builds the same mongomock database.
+
+    Stands in for a MongoDB server that every worker of a distributed job connects to
+    (no MongoDB server can be installed here): the template documents and the seed make
+    the runs, uids included, identical in every process.
+    """
+
+    template_json: str
+    runs: int
+    events: int
+    time0: float
+    seed: int
+
+    @classmethod
+    def of(cls, template: RecordedRun, **kwargs) -> "SyntheticSource":
+        return cls(json.dumps(template.docs), **kwargs)
+
+    def template(self) -> RecordedRun:
+        return RecordedRun("template", [tuple(pair) for pair in json.loads(self.template_json)])
+
+    def build(self):
+        """(mongomock database, uids oldest first)."""
+        import mongomock
+
+        db = mongomock.MongoClient()[f"synthetic_{self.seed}"]
+        uids = fill_synthetic(db, self.template(), runs=self.runs, events=self.events, time0=self.time0, seed=self.seed)
+        return db, uids
+
+    def __call__(self):
+        from databroker_compat.migration import LegacySource
+
+        db, _ = self.build()
+        return LegacySource(db, check_files=False)

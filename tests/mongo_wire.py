@@ -147,3 +147,27 @@ class MongoWireServer:
             names = self.mongo.list_database_names()
             return {"databases": [{"name": n, "sizeOnDisk": 0, "empty": False} for n in names], "ok": 1}
         return {"ok": 0, "errmsg": f"command {name!r} is not served by the test wire server", "code": 59}
+
+
+def _serve_pickled_spec(path: str) -> None:
+    """Serve the database a pickled ``SyntheticSource`` builds; print the port; stop at EOF on stdin.
+
+    Lets a benchmark keep the MongoDB stand-in in another process, as a real server is,
+    so that what the migrating process allocates can be measured alone.
+    """
+    import pickle
+    import sys
+
+    with open(path, "rb") as fh:
+        spec = pickle.load(fh)
+    db, _ = spec.build()
+    server = MongoWireServer(db.client)
+    print(server.port, flush=True)
+    sys.stdin.read()
+    server.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve_pickled_spec(sys.argv[1])

@@ -12,6 +12,7 @@ every run is in the target exactly once with all its rows, and verification pass
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -51,6 +52,7 @@ def legacy(data_dir):
     wire = MongoWireServer(client)
     uri = f"mongodb://127.0.0.1:{wire.port}/mds?directConnection=true&serverSelectionTimeoutMS=5000"
     source = LegacySource.from_uris(uri, check_files=False)
+    source.uri = uri
     uids = list(source.find_run_uids())
     yield source, uids, big
     wire.close()
@@ -273,3 +275,27 @@ def test_killed_worker_mid_job(legacy, pg_target, cluster, tmp_path):
     _assert_complete(source, uids, container)
     # The nanny restarted the worker: the cluster is whole again for later tests.
     cluster.wait_for_workers(2, timeout=60)
+
+
+def test_cli_runs_on_a_scheduler(legacy, pg_target, cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from databroker_compat.migration.cli import app
+
+    source, _, _ = legacy
+    query = {"scan_id": {"$gte": 100_000 + SMALL_RUNS - 10}}
+    wanted = list(source.find_run_uids(query=query))
+    assert len(wanted) == 10
+    container = _container(pg_target, "cli-dask")
+    args = [
+        "run", "--metadatastore-uri", source.uri, "--tiled-uri", container.uri, "--query", json.dumps(query),
+        "--scheduler", cluster.scheduler.address, "--partition-runs", "3", "--retries", "2",
+        "--state", str(tmp_path / "s.jsonl"), "--report", str(tmp_path / "r.json"), "--no-progress",
+    ]
+    result = CliRunner().invoke(app, args, env={"TILED_API_KEY": pg_target.api_key})
+    assert result.exit_code == 0, result.output
+    assert "migrated: 10 (50 events)" in result.output
+    assert pg_target.api_key not in result.output + (tmp_path / "r.json").read_text()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["counts"] == {"migrated": 10} and report["verification"]["checked"] == 10
+    _assert_complete(source, wanted, container)

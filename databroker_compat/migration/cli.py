@@ -46,6 +46,10 @@ CONFIG_KEYS = {
     "close_open_runs",
     "overwrite",
     "page_size",
+    "scheduler",
+    "also_served_by",
+    "retries",
+    "partition_runs",
 }
 
 
@@ -192,7 +196,11 @@ def run_command(
     until: Optional[str] = _UNTIL,
     query: Optional[str] = _QUERY,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Events per table write [10000]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Runs written at once [1]; more only for PostgreSQL-backed servers."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes of a local dask cluster [1: no cluster]; more only for PostgreSQL-backed servers."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask.distributed scheduler (tcp://host:8786) to run the job on."),
+    also_served_by: Optional[list[str]] = typer.Option(None, "--also-served-by", help="Base URI of another Tiled server process on the same catalog (repeatable); partitions are spread over all."),
+    retries: Optional[int] = typer.Option(None, "--retries", help="Retries of a run after a transient failure (5xx, server away) [5]."),
+    partition_runs: Optional[int] = typer.Option(None, "--partition-runs", help="Small runs grouped per partition [25]."),
     dry_run: Optional[bool] = typer.Option(None, "--dry-run/--no-dry-run", help="Check everything, write nothing."),
     verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="Verify the written runs at the end [on]."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar on a terminal [on]."),
@@ -213,6 +221,7 @@ def run_command(
         api_key,
     )
     from .job import migrate
+    from .worker import RetryPolicy
 
     state_path = Path(_pick(state, config, "state", base / "databroker-migrate-state.jsonl"))
     report_path = Path(_pick(report, config, "report", base / "databroker-migrate-report.json"))
@@ -231,10 +240,15 @@ def run_command(
             close_open_runs=bool(_pick(close_open_runs, config, "close_open_runs", True)),
             overwrite=bool(_pick(overwrite, config, "overwrite", False)),
             page_size=int(config.get("page_size", 200)),
+            scheduler=_pick(scheduler, config, "scheduler", None),
+            also_served_by=list(_pick(also_served_by or None, config, "also_served_by", []) or []),
+            api_key=api_key,
+            retry=RetryPolicy(retries=int(_pick(retries, config, "retries", 5))),
+            partition_runs=int(_pick(partition_runs, config, "partition_runs", 25)),
             state_path=state_path,
             report_path=report_path,
         )
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OSError) as err:
         _fail(str(err))
     typer.echo(result.summary())
     typer.echo(f"report: {report_path}")

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .redact import redact
 
-__all__ = ["MongoSpec", "TiledSpec", "open_cached", "source_spec", "target_specs"]
+__all__ = ["MongoSpec", "TiledSpec", "open_cached", "source_spec", "target_specs", "warm"]
 
 _OPENED: dict[Any, Any] = {}
 _LOCK = threading.Lock()
@@ -44,6 +44,16 @@ def open_cached(spec: Callable[[], Any]) -> Any:
     opened = spec()
     with _LOCK:
         return _OPENED.setdefault(spec, opened)
+
+
+def warm(spec: Callable[[], Any]) -> str:
+    """Open ``spec`` in this process now (e.g. on every worker: ``client.run(warm, spec)``).
+
+    Returns the spec's ``repr`` (secrets hidden), not the connection, so that it can
+    travel back from a dask worker.
+    """
+    open_cached(spec)
+    return repr(spec)
 
 
 def forget(spec: Callable[[], Any]) -> None:

@@ -22,6 +22,7 @@ import datetime
 import glob
 import heapq
 import logging
+import operator
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ def _paged(collection, query: dict, page_size: int, projection: dict | None = No
         at_time = [doc["_id"] for doc in page if doc.get("time") == time]
         seen_at_last = (seen_at_last + at_time) if time == last_time else at_time
         last_time = time
+        del page  # not alive while the next page is read: one page in memory at a time
 
 
 class LegacySource:
@@ -477,6 +479,53 @@ class LegacySource:
         return candidates[0]
 
 
+class _SeqNums:
+    """The ``seq_num`` values seen in a stream, in one bit each (a run of a million events
+    costs 125 kB, not the ~60 MB of a set of ints); odd values (negative, huge, not an
+    int) go to a set.
+
+    >>> seen = _SeqNums()
+    >>> seen.add(3); 3 in seen, 4 in seen, "x" in seen
+    (True, False, False)
+    """
+
+    _LIMIT = 1 << 32
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._other: set = set()
+
+    @classmethod
+    def _bit(cls, value) -> int | None:
+        """The bit of ``value`` (3, 3.0, numpy.int64(3) share one), or None for the set."""
+        if isinstance(value, float):
+            if not value.is_integer():
+                return None
+            value = int(value)
+        try:
+            number = operator.index(value)
+        except TypeError:
+            return None
+        return number if 0 <= number < cls._LIMIT else None
+
+    def __contains__(self, value) -> bool:
+        bit = self._bit(value)
+        if bit is not None:
+            byte = bit >> 3
+            return byte < len(self._bits) and bool(self._bits[byte] & (1 << (bit & 7)))
+        return value in self._other
+
+    def add(self, value) -> None:
+        bit = self._bit(value)
+        if bit is not None:
+            value, byte = bit, bit >> 3
+            if byte >= len(self._bits):
+                self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+            self._bits[byte] |= 1 << (value & 7)
+        else:
+            self._other.add(value)
+
+
 def _files_exist(resource: dict) -> bool:
     root = resource.get("root") or ""
     path = resource.get("resource_path") or ""
@@ -549,10 +598,12 @@ class LegacyDocuments:
         self._bad_datums: set[str] = set()
         counters: dict[str, int] = {}
         last_time = None
-        merged = heapq.merge(
-            *(self._stream_items(desc, first, pages, counters) for desc, first, pages in streams),
-            key=lambda item: (item[0], item[1]),
-        )
+        per_stream = [self._stream_items(desc, first, pages, counters) for desc, first, pages in streams]
+        # Only the stream generators hold the first pages now, and drop each once read.
+        streams.clear()
+        first = None
+        merged = heapq.merge(*per_stream, key=lambda item: (item[0], item[1]))
+        del per_stream
         for _, _, name, doc in merged:
             if name == "event":
                 stream = self._names[doc["descriptor"]]
@@ -584,8 +635,8 @@ class LegacyDocuments:
         """(time, rank, name, doc) of one descriptor: assets (rank 0) before its events."""
         self._names[desc["uid"]] = desc["name"]
         external = [k for k, v in desc["data_keys"].items() if "external" in v]
-        seen_seq: set[int] = set()
-        page = first
+        seen_seq = _SeqNums()
+        page, first = first, None  # the generator must not keep the first page alive
         while page:
             if external:
                 yield from self._assets_for(page, external, desc, counters)
@@ -605,6 +656,7 @@ class LegacyDocuments:
                         label = f"external value of {key!r} left out (datum, resource or file missing)"
                         counters[label] = counters.get(label, 0) + 1
                 yield (event["time"], 1, "event", event)
+            page = None  # drop this page before the next is read
             page = next(pages, None)
 
     def _assets_for(self, page: list[dict], external: list[str], desc: dict, counters):
