@@ -299,3 +299,20 @@ def test_cli_runs_on_a_scheduler(legacy, pg_target, cluster, tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["counts"] == {"migrated": 10} and report["verification"]["checked"] == 10
     _assert_complete(source, wanted, container)
+
+
+def test_prefetch_gives_the_same_documents(legacy):
+    """Reading a partition ahead (a few queries for all its runs) changes no document."""
+    import copy
+
+    source, uids, big = legacy
+    plain = {uid: copy.deepcopy(list(source.documents(uid))) for uid in uids}
+    source.prefetch(uids, max_events=BIG_EVENTS + SMALL_RUNS * SMALL_EVENTS + 1_000)
+    assert set(source._prefetched) == set(uids)
+    for uid in uids:
+        assert list(source.documents(uid)) == plain[uid], uid
+    assert not source._prefetched, "documents() drops what was read ahead for its run"
+    # Above max_events only the run records are read ahead; the events are read in pages.
+    source.prefetch([big], max_events=10)
+    assert "events" not in source._prefetched[big]
+    assert list(source.documents(big)) == plain[big]
