@@ -14,12 +14,12 @@ from typing import Any
 
 # Bound eagerly (both modules are light): the function ``verify`` must shadow the
 # submodule of the same name, which a lazy lookup could not do.
-from .job import MigrationReport, migrate
+from .job import MigrationReport, RetryPolicy, migrate
 from .verify import verify
 
-__all__ = ["LegacySource", "MigrationReport", "migrate", "verify"]
+__all__ = ["LegacySource", "MigrationReport", "MongoSpec", "RetryPolicy", "TiledSpec", "migrate", "verify"]
 
-_WHERE = {"LegacySource": ".mongo"}
+_WHERE = {"LegacySource": ".mongo", "MongoSpec": ".connect", "TiledSpec": ".connect"}
 
 
 def __getattr__(name: str) -> Any:

@@ -59,9 +59,13 @@ class _RedactingFormatter(logging.Formatter):
 
 
 def _setup_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    # One handler of ours at a time, also when the command runs several times in one process.
+    for old in [h for h in root.handlers if getattr(h, "_databroker_migrate", False)]:
+        root.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
+    handler._databroker_migrate = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     # httpx logs every request URL at INFO; a URL may carry an api_key parameter.

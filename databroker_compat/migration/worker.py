@@ -137,6 +137,79 @@ class _Tee:
         return self._it
 
 
+class _ReadAhead:
+    """Iterate a run's documents read by a background thread, a bounded number ahead.
+
+    Reading MongoDB (decoding, normalising) and writing to Tiled (waiting for the
+    server) then overlap instead of taking turns. At most ``depth`` documents wait in
+    between, so memory stays bounded; the reader's ``warnings`` list is handed through
+    (it is complete once the stop document has been read). ``close()`` stops the thread
+    when the consumer gives up early.
+    """
+
+    _END = object()
+    _CHUNK = 500
+
+    def __init__(self, documents, depth: int = 20_000):
+        import queue
+        import threading
+
+        self.warnings = getattr(documents, "warnings", None)
+        self._queue: Any = queue.Queue(maxsize=max(depth // self._CHUNK, 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(documents,), name="migrate-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self, documents) -> None:
+        chunk: list = []
+        try:
+            for pair in documents:
+                chunk.append(pair)
+                if len(chunk) >= self._CHUNK:
+                    if not self._put(chunk):
+                        return
+                    chunk = []
+            if chunk and not self._put(chunk):
+                return
+            self._put(self._END)
+        except BaseException as err:  # handed to the consumer, raised there
+            self._put(err)
+
+    def __iter__(self):
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        import queue
+
+        self._stop.set()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._thread.join(timeout=10)
+
+
 def present_uids(container, uids: list[str]) -> set[str]:
     """Which of ``uids`` are keys of the target container (one request per call)."""
     from tiled.queries import In
@@ -193,7 +266,13 @@ def _attempt(source, container, uid: str, present: bool | None, started_here: bo
         on_start(uid)
     tally = SourceTally()
     documents = source.documents(uid, close_open_runs=close_open_runs)
-    written = _writer.write_run(container, _Tee(documents, tally), batch_size=options.get("batch_size", 10_000))
+    if options.get("read_ahead", True):
+        documents = _ReadAhead(documents)
+    try:
+        written = _writer.write_run(container, _Tee(documents, tally), batch_size=options.get("batch_size", 10_000))
+    finally:
+        if isinstance(documents, _ReadAhead):
+            documents.close()
     events = sum(s.events for s in tally.streams.values())
     warnings = list(dict.fromkeys([*getattr(documents, "warnings", []), *written.notes]))
     verification = None
