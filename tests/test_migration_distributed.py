@@ -132,6 +132,19 @@ def _wait_for_runs(container, at_least: int, thread, timeout: float = 240.0) -> 
     raise AssertionError(f"the job wrote fewer than {at_least} runs in {timeout}s (alive: {thread.is_alive()})")
 
 
+def _finished(thread, box, before: int, source, uids, container, event: str):
+    """The background job's report, once it ended well after ``event`` hit it mid-job."""
+    thread.join(600)
+    assert not thread.is_alive(), f"the job did not finish after {event}"
+    assert "error" not in box, repr(box.get("error"))
+    report = box["report"]
+    assert before < len(uids), "the fault must land mid-job"
+    assert report.ok, report.summary()
+    assert sorted(r.uid for r in report.runs) == sorted(uids)
+    _assert_complete(source, uids, container)
+    return report
+
+
 # -- pieces ----------------------------------------------------------------------------
 
 
@@ -244,16 +257,9 @@ def test_tiled_server_restart_mid_job(legacy, pg_target, cluster, tmp_path):
     pg_target.close()
     time.sleep(2.0)
     pg_target.start()
-    thread.join(600)
-    assert not thread.is_alive(), "the job did not finish after the server came back"
-    assert "error" not in box, repr(box.get("error"))
-    report = box["report"]
-    assert before < len(uids), "the restart must land mid-job"
-    assert report.ok, report.summary()
+    report = _finished(thread, box, before, source, uids, container, "the server came back")
     assert not report.failed
     assert max(r.attempts for r in report.runs) > 1, "the outage must have failed some write, retried by the job"
-    assert sorted(r.uid for r in report.runs) == sorted(uids)
-    _assert_complete(source, uids, container)
 
 
 def test_killed_worker_mid_job(legacy, pg_target, cluster, tmp_path):
@@ -265,14 +271,7 @@ def test_killed_worker_mid_job(legacy, pg_target, cluster, tmp_path):
     before = _wait_for_runs(container, 6, thread)
     pids = sorted(set(cluster.run(os.getpid).values()))
     os.kill(pids[0], signal.SIGKILL)
-    thread.join(600)
-    assert not thread.is_alive(), "the job did not finish after a worker was killed"
-    assert "error" not in box, repr(box.get("error"))
-    report = box["report"]
-    assert before < len(uids), "the kill must land mid-job"
-    assert report.ok, report.summary()
-    assert sorted(r.uid for r in report.runs) == sorted(uids)
-    _assert_complete(source, uids, container)
+    _finished(thread, box, before, source, uids, container, "a worker was killed")
     # The nanny restarted the worker: the cluster is whole again for later tests.
     cluster.wait_for_workers(2, timeout=60)
 

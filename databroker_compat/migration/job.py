@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,7 @@ class _Executor:
         # dask results are recorded when their partition comes back).
         self.on_start = self.on_result = None
         self._cluster = self._client = self._pool = None
+        self._own_client = False
         self._specs = None
         spec = source_spec(source)
         if workers == 1 and scheduler is None and not also_served_by:
@@ -285,20 +286,20 @@ class _Executor:
                     silence_logs=logging.WARNING,
                 )
                 self._client = Client(self._cluster)
+                self._own_client = True
             else:
-                self._client = scheduler if hasattr(scheduler, "submit") else Client(scheduler)
+                self._own_client = not hasattr(scheduler, "submit")
+                self._client = Client(scheduler) if self._own_client else scheduler
                 self.workers = max(workers, len(self._client.scheduler_info().get("workers", {})) or 1)
         logger.info("Partitions run %s%s", self.mode, f" on {self.workers} worker(s)" if self.mode != "inline" else "")
 
     def submit(self, index: int, uids: list[str], **kwargs):
-        from concurrent.futures import Future as _Future
-
         from .worker import migrate_partition
 
         if self.mode != "dask":
             kwargs["on_start"], kwargs["on_result"] = self.on_start, self.on_result
         if self.mode == "inline":
-            fut: Any = _Future()
+            fut: Any = Future()
             try:
                 fut.set_result(migrate_partition(self.source, self.container, uids, **kwargs))
             except Exception as err:
@@ -324,8 +325,9 @@ class _Executor:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._cluster is not None:
+        if self._own_client:
             self._client.close()
+        if self._cluster is not None:
             self._cluster.close()
 
 

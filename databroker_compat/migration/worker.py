@@ -150,7 +150,7 @@ class _ReadAhead:
     _END = object()
     _CHUNK = 500
 
-    def __init__(self, documents, depth: int = 20_000):
+    def __init__(self, documents, depth: int = 4_000):
         import queue
         import threading
 
@@ -211,16 +211,14 @@ class _ReadAhead:
 
 
 def present_uids(container, uids: list[str]) -> set[str]:
-    """Which of ``uids`` are keys of the target container (one request per call)."""
+    """Which of ``uids`` are keys of the target container (one search, one page per 100 hits)."""
     from tiled.queries import In
 
-    from .. import _tiled
-
-    found: set[str] = set()
-    item = container.search(In("start.uid", list(uids))).item
-    for child in _tiled.iter_children(container.context, item, metadata=False):
-        found.add(child["id"])
-    return found
+    if not uids:
+        return set()
+    # The search client sends the query with every page request; a hand-made listing
+    # of the container's own search link would list all of its children instead.
+    return set(container.search(In("start.uid", list(uids))).keys()) & set(uids)
 
 
 def _remove_partial(container, uid: str) -> str:
@@ -235,7 +233,8 @@ def _remove_partial(container, uid: str) -> str:
     return ""
 
 
-def _attempt(source, container, uid: str, present: bool | None, started_here: bool, options: dict, on_start=None):
+def _attempt(source, container, uid: str, present: bool | None, started_here: bool, options: dict, on_start, touched: list):
+    """One try at one run. ``touched[0]`` becomes True once it deletes or writes in the target."""
     from . import writer as _writer
 
     t0 = time.monotonic()
@@ -260,10 +259,12 @@ def _attempt(source, container, uid: str, present: bool | None, started_here: bo
                 None,
             )
         logger.info("Run %s is in the target but incomplete or different; deleting it to write it again", uid)
+        touched[0] = True
         _writer.delete_run(container, uid)
         rewrite = True
     if on_start is not None:
         on_start(uid)
+    touched[0] = True
     tally = SourceTally()
     documents = source.documents(uid, close_open_runs=close_open_runs)
     if options.get("read_ahead", True):
@@ -326,10 +327,11 @@ def migrate_run(
     retry = retry or RetryPolicy()
     t0 = time.monotonic()
     attempt = 0
+    touched = [False]  # whether an attempt deleted or wrote anything of this run in the target
     while True:
         attempt += 1
         try:
-            outcome, verification = _attempt(source, container, uid, present, started_here, options, on_start)
+            outcome, verification = _attempt(source, container, uid, present, started_here, options, on_start, touched)
             outcome.attempts = attempt
             outcome.seconds = time.monotonic() - t0
             return outcome, verification
@@ -339,7 +341,8 @@ def migrate_run(
                 wait = retry.delay(attempt)
                 logger.warning("Run %s, attempt %d failed (%s); retrying in %.1f s", uid, attempt, reason, wait)
                 time.sleep(wait)
-                present, started_here = None, True  # look again; what we left behind is ours
+                # Look again; what an attempt of ours left behind may be rewritten.
+                present, started_here = None, started_here or touched[0]
                 continue
             if isinstance(err, _VerificationFailed):
                 # Written, but not equal to the source: keep it for inspection, report it.
@@ -349,7 +352,8 @@ def migrate_run(
             logger.warning("Run %s failed after %d attempt(s): %s", uid, attempt, reason)
             if attempt > 1:
                 reason += f" (after {attempt} attempts)"
-            reason += _remove_partial(container, uid)
+            if touched[0]:  # never remove a run this job did not write
+                reason += _remove_partial(container, uid)
             return RunOutcome(uid, FAILED, seconds=time.monotonic() - t0, reason=reason, attempts=attempt), None
 
 
