@@ -177,18 +177,7 @@ def run_ours(spec, local_source, uids, target: Target, workers: int, servers: in
         cluster_cache[workers] = (cluster, Client(cluster))
     client = cluster_cache[workers][1]
     client.run(warm, spec)  # each worker builds its source copy before the clock starts
-    return _ours_spec(spec, uids, container, state, client, workers, also)
-
-
-def _ours_spec(spec, uids, container, state, client, workers, also) -> float:
-    from databroker_compat.migration import migrate
-
-    t0 = time.perf_counter()
-    report = migrate(spec, container, uids=uids, progress=False, state_path=state, scheduler=client, workers=workers, also_served_by=also)
-    elapsed = time.perf_counter() - t0
-    if not report.ok or len(report.migrated) != len(uids):
-        raise SystemExit("migration did not move every run:\n" + report.summary())
-    return elapsed
+    return ours(spec, uids, container, state, scheduler=client, workers=workers, also_served_by=also)
 
 
 def main() -> None:

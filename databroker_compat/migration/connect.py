@@ -56,12 +56,6 @@ def warm(spec: Callable[[], Any]) -> str:
     return repr(spec)
 
 
-def forget(spec: Callable[[], Any]) -> None:
-    """Drop a cached connection (after the server behind it was found gone)."""
-    with _LOCK:
-        _OPENED.pop(spec, None)
-
-
 @dataclass(frozen=True)
 class MongoSpec:
     """MongoDB URIs (each naming its database) plus ``LegacySource`` options.
