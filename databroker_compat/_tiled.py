@@ -26,6 +26,26 @@ ARROW = "application/vnd.apache.arrow.file"
 OCTET = "application/octet-stream"
 
 
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed request may succeed if sent again: the one HTTP retry rule.
+
+    Tiled's own client rule (``tiled.client.utils.should_retry``): HTTP 5xx and 429,
+    and transport errors other than a malformed URL or request. Our
+    :class:`~databroker_compat.exceptions.ServerUnavailable` (a transport error we
+    already wrapped) counts too.
+
+    >>> is_transient(httpx.ConnectError("refused")), is_transient(ValueError("x"))
+    (True, False)
+    """
+    from tiled.client.utils import should_retry
+
+    if isinstance(error, ServerUnavailable):
+        return True
+    if isinstance(error, httpx.HTTPError):
+        return bool(should_retry(error))
+    return False
+
+
 def as_container(client: Any) -> Container:
     """A plain ``Container`` view of ``client`` (special clients override lookups).
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from . import _tiled
 from .header import ALL, Header
@@ -43,13 +44,29 @@ class Broker:
     >>> h.table()                                         # doctest: +SKIP
     """
 
-    def __init__(self, client, *, timezone: str | None = None, name: str | None = None):
+    def __init__(
+        self,
+        client,
+        *,
+        timezone: str | None = None,
+        name: str | None = None,
+        config: dict | None = None,
+        on_close: Callable[[], None] | None = None,
+    ):
         self._client = client
         self._children = _tiled.as_container(client)
         self._root = _tiled.runs_only(self._children)
         self.timezone = timezone
         self.name = name
-        self._server = None  # an embedded server this broker owns (see temp())
+        #: The configuration this broker was built from (``get_config``), if any.
+        self._config = copy.deepcopy(config) if config is not None else None
+        #: Called once by ``close()``: stops an embedded server this broker owns.
+        self._on_close = on_close
+        self._filters: dict = {}
+        self._aliases: dict = {}
+        self._writer = None  # the TiledWriter of insert(), made on first use
+        self._handler_registry = None  # db.reg, made on first use
+        self._server = None  # TRANSITIONAL: replaced by _on_close when config/embedded return clients
 
     # -- Tiled access ---------------------------------------------------------
     @property

@@ -9,6 +9,8 @@ The hierarchy::
     ├── UnknownField           (also ValueError: ``fields=[...]`` names nothing the runs hold)
     ├── QueryNotSupported      (also ValueError: a query neither the server nor the client can run)
     ├── ServerUnavailable      (also ConnectionError: the Tiled server went away)
+    ├── BadArgument            (also ValueError: an argument or option that cannot be used)
+    ├── BadTime                (also ValueError: a time value that cannot be read)
     ├── MigrationError         (also RuntimeError: a migration step that failed)
     ├── ExternalDataUnavailable (also OSError: the server could not read a detector file)
     ├── ConfigNotFound         (also FileNotFoundError: ``Broker.named`` found no such name)
@@ -17,13 +19,23 @@ The hierarchy::
 
 Every class also subclasses the builtin exception databroker v1 raised in the same
 situation, so scripts that catch ``KeyError`` or ``ValueError`` keep working.
+
+Each error carries its context as attributes as well as in its message: keyword
+arguments given when it is raised (``RunNotFound(msg, key=42)``) become attributes
+(``err.key``), and all of them are in ``err.context``.
+
+>>> err = RunNotFound("No run with scan_id 42 in this catalog.", key=42)
+>>> err.key, isinstance(err, KeyError), str(err)
+(42, True, 'No run with scan_id 42 in this catalog.')
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AmbiguousKey",
+    "BadArgument",
     "BadKey",
+    "BadTime",
     "ConfigError",
     "ConfigNotFound",
     "DatabrokerCompatError",
@@ -38,7 +50,24 @@ __all__ = [
 
 
 class DatabrokerCompatError(Exception):
-    """Base class of every error this package raises."""
+    """Base class of every error this package raises on purpose.
+
+    Keyword arguments are the error's context: each becomes an attribute, and
+    ``context`` holds them all.
+    """
+
+    def __init__(self, *args: object, **context: object) -> None:
+        super().__init__(*args)
+        self.context: dict[str, object] = dict(context)
+        for name, value in context.items():
+            setattr(self, name, value)
+
+    def __reduce__(self):  # keep the context across pickling (dask workers)
+        return (_rebuild, (type(self), self.args, self.context))
+
+
+def _rebuild(cls, args, context):
+    return cls(*args, **context)
 
 
 class RunNotFound(DatabrokerCompatError, KeyError):
@@ -70,6 +99,14 @@ class QueryNotSupported(DatabrokerCompatError, ValueError):
 
 class ServerUnavailable(DatabrokerCompatError, ConnectionError):
     """The Tiled server did not answer."""
+
+
+class BadArgument(DatabrokerCompatError, ValueError):
+    """An argument or option that cannot be used (a count below one, a malformed mapping)."""
+
+
+class BadTime(DatabrokerCompatError, ValueError):
+    """A time value (``since``/``until``, ``--since``) that cannot be read; ``value`` holds it."""
 
 
 class MigrationError(DatabrokerCompatError, RuntimeError):
