@@ -23,7 +23,8 @@ from .exceptions import (
     ServerUnavailable,
     UnknownField,
 )
-from .header import ALL, Header
+from .header import Header
+from .layout import ALL
 from .results import Results
 
 __all__ = [

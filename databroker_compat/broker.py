@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Union
 
-from . import _tiled
-from .header import ALL, Header
-from .lookup import runs_for_key
+from . import _tiled, documents, images, tables
+from .handlers import HandlerRegistry, warn_handlers_unused
+from .header import Header
+from .layout import ALL
+from .lookup import CATALOG, runs_for_key
+from .model import Document
+from .queries import backend_of
+from .results import Results, build_nodes
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from tiled.client.base import BaseClient
+    from tiled.client.container import Container
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Broker"]
+__all__ = ["ALL", "Broker"]
+
+#: What the v1 methods take as runs: one Header, or any iterable of them.
+Headers = Union[Header, Iterable[Header]]
 
 
-def _as_headers(headers) -> list[Header]:
+def _as_headers(headers: Headers) -> list[Header]:
     """v1 accepted one Header or any iterable of them."""
     if isinstance(headers, Header):
         return [headers]
@@ -46,13 +61,13 @@ class Broker:
 
     def __init__(
         self,
-        client,
+        client: BaseClient,
         *,
         timezone: str | None = None,
         name: str | None = None,
         config: dict | None = None,
         on_close: Callable[[], None] | None = None,
-    ):
+    ) -> None:
         self._client = client
         self._children = _tiled.as_container(client)
         self._root = _tiled.runs_only(self._children)
@@ -63,18 +78,34 @@ class Broker:
         #: Called once by ``close()``: stops an embedded server this broker owns.
         self._on_close = on_close
         self._filters: dict = {}
-        self._aliases: dict = {}
-        self._writer = None  # the TiledWriter of insert(), made on first use
-        self._handler_registry = None  # db.reg, made on first use
+        self._aliases: dict[str, dict | Callable] = {}
+        self._writer: Callable[[str, dict], Any] | None = None  # the TiledWriter of insert(), made on first use
+        self._handler_registry: HandlerRegistry | None = None  # db.reg, made on first use
         self._server = None  # TRANSITIONAL: replaced by _on_close when config/embedded return clients
 
     # -- Tiled access ---------------------------------------------------------
     @property
-    def v2(self):
+    def v2(self) -> BaseClient:
         """The Tiled client this broker reads."""
         return self._client
 
-    def _header(self, run) -> Header:
+    @property
+    def run_container(self) -> Container:
+        """The Bluesky runs of the catalog (a plain ``Container`` search: other nodes left out).
+
+        Searches and lookups start from here.
+
+        >>> len(db.run_container)   # doctest: +SKIP
+        12
+        """
+        return self._root
+
+    def header_of(self, run: BaseClient) -> Header:
+        """The :class:`~databroker_compat.Header` of a run client of this catalog.
+
+        >>> db.header_of(db.v2[uid]).uid == uid   # doctest: +SKIP
+        True
+        """
         return Header(self, run)
 
     # -- configuration (see config.py) ----------------------------------------------
@@ -111,19 +142,19 @@ class Broker:
         return get_config(self)
 
     # -- lookup -----------------------------------------------------------------
-    def __getitem__(self, key: Any):
+    def __getitem__(self, key: Any) -> Any:
         """Look up runs as v1 did: ``db[-1]``, ``db[-5:]``, ``db[scan_id]``, ``db[uid]``, lists.
 
         >>> db[-1].start["uid"] == db[db[-1].start["uid"][:8]].uid   # doctest: +SKIP
         True
         """
-        if self.__dict__.get("_filters"):
+        if self._filters:
             return self()[key]  # filters apply to lookups too, as in v1
-        found = runs_for_key(self._root, key, children=self._children)
+        found = runs_for_key(self._root, key, children=self._children, where=CATALOG)
         return _wrap(self, found)
 
     # -- search, filters, aliases ----------------------------------------------
-    def __call__(self, text_search: str | None = None, **query):
+    def __call__(self, text_search: str | None = None, **query: Any) -> Results:
         """Search as v1 did: keyword arguments are MongoDB-style conditions on the start document.
 
         ``since``/``until`` bound ``start.time`` (strings read in ``self.timezone``);
@@ -136,30 +167,26 @@ class Broker:
         >>> res[-1].start["scan_id"]                                           # doctest: +SKIP
         118
         """
-        from .results import Results, build_nodes
-
-        nodes = build_nodes(self, None, self.__dict__.get("_filters") or {})
+        nodes = build_nodes(self, None, self._filters)
         return Results(self, nodes + build_nodes(self, text_search, query))
 
-    def add_filter(self, **query) -> None:
+    def add_filter(self, **query: Any) -> None:
         """Add conditions that every later search and lookup must also meet.
 
         As in v1, filters are one dict: a key given again replaces its earlier condition.
 
         >>> db.add_filter(owner="alice", since="2024-01")   # doctest: +SKIP
         """
-        from .results import build_nodes
-
-        merged = {**self.__dict__.get("_filters", {}), **query}
+        merged = {**self._filters, **query}
         build_nodes(self, None, merged)  # a bad filter fails here, not at the next search
-        self.__dict__["_filters"] = merged
+        self._filters = merged
 
     def clear_filters(self) -> None:
         """Remove every filter added by :meth:`add_filter`.
 
         >>> db.clear_filters()   # doctest: +SKIP
         """
-        self.__dict__["_filters"] = {}
+        self._filters = {}
 
     @property
     def filters(self) -> dict:
@@ -168,21 +195,19 @@ class Broker:
         >>> db.filters   # doctest: +SKIP
         {'owner': 'alice'}
         """
-        return dict(self.__dict__.get("_filters", {}))
+        return dict(self._filters)
 
-    def alias(self, key: str, **query) -> None:
+    def alias(self, key: str, **query: Any) -> None:
         """Name a search: ``db.alias("cal", plan_name="calib")`` makes ``db.cal`` run it.
 
         >>> db.alias("cal", plan_name="calib"); len(db.cal)   # doctest: +SKIP
         3
         """
-        from .results import build_nodes
-
         self._check_alias(key)
         build_nodes(self, None, query)
-        self.__dict__.setdefault("_aliases", {})[key] = dict(query)
+        self._aliases[key] = dict(query)
 
-    def dynamic_alias(self, key: str, func) -> None:
+    def dynamic_alias(self, key: str, func: Callable[..., dict]) -> None:
         """Name a search whose conditions ``func()`` returns each time it is used.
 
         As in v1, ``func`` takes no arguments; a function of one argument gets the broker.
@@ -192,23 +217,24 @@ class Broker:
         if not callable(func):
             raise TypeError(f"dynamic_alias needs a callable returning a query dict, not {func!r}.")
         self._check_alias(key)
-        self.__dict__.setdefault("_aliases", {})[key] = func
+        self._aliases[key] = func
 
     @property
     def aliases(self) -> dict:
         """Alias name -> query dict (:meth:`alias`) or callable (:meth:`dynamic_alias`)."""
-        return dict(self.__dict__.get("_aliases", {}))
+        return dict(self._aliases)
 
     def _check_alias(self, key: str) -> None:
         if not isinstance(key, str) or not key.isidentifier():
             raise ValueError(f"An alias must be a Python identifier, not {key!r}.")
-        if hasattr(type(self), key) or key in self.__dict__:
+        if hasattr(type(self), key) or key in vars(self):
             raise ValueError(f"{key!r} is already an attribute of Broker; choose another alias name.")
 
-    def __getattr__(self, name: str):
-        aliases = self.__dict__.get("_aliases") or {}
-        if name in aliases:
-            query = aliases[name]
+    def __getattr__(self, name: str) -> Results:
+        # Only aliases get here (every attribute is set in __init__); a private name is
+        # never an alias, and must not recurse while the instance is being built or copied.
+        if not name.startswith("_") and name in self._aliases:
+            query = self._aliases[name]
             if callable(query):
                 query = query(self) if _takes_an_argument(query) else query()
             return self(**query)
@@ -224,8 +250,6 @@ class Broker:
         >>> db.stats()   # doctest: +SKIP
         {'runs': 11, 'uri': 'http://localhost:8000/api/v1/', 'backend': 'sqlite'}
         """
-        from .queries import backend_of
-
         return {
             "runs": len(self()),
             "uri": str(self._root.context.api_uri).split("?")[0],
@@ -235,15 +259,15 @@ class Broker:
     # -- tables -------------------------------------------------------------------
     def get_table(
         self,
-        headers,
+        headers: Headers,
         stream_name: Any = "primary",
-        fields=None,
+        fields: Any = None,
         fill: bool = False,
-        handler_registry=None,
+        handler_registry: Any = None,
         convert_times: bool = True,
         timezone: str | None = None,
         localize_times: bool = True,
-    ):
+    ) -> pd.DataFrame:
         """Events of one stream of one or more runs as a ``pandas.DataFrame``.
 
         The index is ``seq_num``; ``time`` comes first, as datetimes localised to
@@ -255,16 +279,15 @@ class Broker:
 
         >>> db.get_table(db[-1], fields=["det"])          # doctest: +SKIP
         """
-        from .images import warn_handlers_unused
-        from .tables import get_table
-
         warn_handlers_unused(handler_registry, "get_table(handler_registry=...)")
-        return get_table(
-            _as_headers(headers),
+        headers = _as_headers(headers)
+        return tables.get_table(
+            [h.run for h in headers],
             stream_name=stream_name,
             fields=fields,
             fill=fill,
-            timezone=timezone,
+            # Each run's times in the zone asked for, else in its own broker's zone.
+            timezones=[timezone or h.db.timezone for h in headers],
             convert_times=convert_times,
             localize_times=localize_times,
         )
@@ -273,12 +296,14 @@ class Broker:
         """The stream names of a run."""
         return header.stream_names
 
-    def get_fields(self, header: Header, name=None) -> set[str]:
+    def get_fields(self, header: Header, name: Any = None) -> set[str]:
         """Data keys of a run: of stream ``name``, or of all streams."""
         return header.fields(ALL if name is None else name)
 
     # -- images and handlers (see images.py) -----------------------------------------
-    def get_images(self, headers, name: str, stream_name: str = "primary", handler_registry=None):
+    def get_images(
+        self, headers: Headers, name: str, stream_name: str = "primary", handler_registry: Any = None
+    ) -> images.Images:
         """Frames of data key ``name``: a lazy sequence (``len``, ``[k]``, ``[a:b]``, iteration).
 
         Only the frames asked for are read from the server. ``handler_registry`` is
@@ -288,22 +313,19 @@ class Broker:
         >>> imgs[0].shape, len(imgs)                        # doctest: +SKIP
         ((195, 487), 10)
         """
-        from .images import get_images
-
-        return get_images(headers, name, stream_name=stream_name, handler_registry=handler_registry)
+        runs = [h.run for h in _as_headers(headers)]
+        return images.get_images(runs, name, stream_name=stream_name, handler_registry=handler_registry)
 
     @property
-    def reg(self):
+    def reg(self) -> HandlerRegistry:
         """v1's asset registry, for old ``db.reg.register_handler(...)`` calls (recorded, not used)."""
-        if getattr(self, "_handler_registry", None) is None:
-            from .images import HandlerRegistry
-
+        if self._handler_registry is None:
             self._handler_registry = HandlerRegistry()
         return self._handler_registry
 
     # -- documents (see documents.py) -------------------------------------------------
     @staticmethod
-    def prepare_hook(name: str, doc: dict):
+    def prepare_hook(name: str, doc: dict) -> Any:
         """Applied to every document on its way out; by default wraps it in a ``Document``.
 
         Replace it on an instance (``db.prepare_hook = lambda name, doc: doc``) to get
@@ -312,17 +334,15 @@ class Broker:
         >>> Broker.prepare_hook("start", {"uid": "u"}).uid
         'u'
         """
-        from .documents import Document
-
         return Document(doc)
 
     def get_documents(
         self,
-        headers,
+        headers: Headers,
         stream_name: Any = ALL,
-        fields=None,
+        fields: Any = None,
         fill: bool = False,
-        handler_registry=None,
+        handler_registry: Any = None,
         event_pages: bool = False,
     ) -> Iterator[tuple[str, dict]]:
         """``(name, doc)`` pairs of one or more runs, each run in its emission order.
@@ -350,18 +370,15 @@ class Broker:
         >>> for name, doc in db.get_documents(db[-1]):   # doctest: +SKIP
         ...     print(name, doc["uid"] if "uid" in doc else "")
         """
-        from .documents import resolve_fields, run_documents
-        from .images import warn_handlers_unused
-
         warn_handlers_unused(handler_registry, "get_documents(handler_registry=...)")
-        headers = _as_headers(headers)
-        selections = resolve_fields(headers, fields)
+        runs = [h.run for h in _as_headers(headers)]
+        selections = documents.resolve_fields(runs, fields)
         hook = self.prepare_hook
 
-        def generate():
-            for header, selected in zip(headers, selections):
-                yield from run_documents(
-                    header,
+        def generate() -> Iterator[tuple[str, dict]]:
+            for run, selected in zip(runs, selections, strict=True):
+                yield from documents.run_documents(
+                    run,
                     stream_name=stream_name,
                     fields=selected,
                     fill=fill,
@@ -373,23 +390,25 @@ class Broker:
 
     def get_events(
         self,
-        headers,
+        headers: Headers,
         stream_name: Any = "primary",
-        fields=None,
+        fields: Any = None,
         fill: bool = False,
-        handler_registry=None,
+        handler_registry: Any = None,
     ) -> Iterator[dict]:
         """Event documents of one stream (``ALL``: every stream) of one or more runs.
 
         >>> [ev["data"]["det"] for ev in db.get_events(db[-1], fields=["det"])]   # doctest: +SKIP
         [1.0, 0.6, 0.1]
         """
-        documents = self.get_documents(
+        stream = self.get_documents(
             headers, stream_name=stream_name, fields=fields, fill=fill, handler_registry=handler_registry
         )
-        return (doc for name, doc in documents if name == "event")
+        return (doc for name, doc in stream if name == "event")
 
-    def restream(self, headers, fields=None, fill: bool = False, handler_registry=None):
+    def restream(
+        self, headers: Headers, fields: Any = None, fill: bool = False, handler_registry: Any = None
+    ) -> Iterator[tuple[str, dict]]:
         """Every document of one or more runs, for replaying into callbacks.
 
         >>> for name, doc in db.restream(db[-3:]):    # doctest: +SKIP
@@ -400,7 +419,13 @@ class Broker:
     stream = restream
 
     def process(
-        self, headers, func, fields=None, stream_name: Any = ALL, fill: bool = False, handler_registry=None
+        self,
+        headers: Headers,
+        func: Callable[[str, dict], Any],
+        fields: Any = None,
+        stream_name: Any = ALL,
+        fill: bool = False,
+        handler_registry: Any = None,
     ) -> None:
         """Call ``func(name, doc)`` on every document of one or more runs.
 
@@ -422,14 +447,13 @@ class Broker:
 
         >>> RE.subscribe(db.insert)     # doctest: +SKIP
         """
-        writer = getattr(self, "_writer", None)
-        if writer is None:
+        if self._writer is None:
             from bluesky_tiled_plugins import TiledWriter
 
-            writer = self._writer = TiledWriter(self._client)
-        writer(name, doc)
+            self._writer = TiledWriter(self._client)
+        self._writer(name, doc)
 
-    def export(self, headers, db: "Broker", new_root=None, copy_kwargs=None) -> list[str]:
+    def export(self, headers: Headers, db: Broker, new_root: Any = None, copy_kwargs: Any = None) -> list[str]:
         """Copy runs into another broker (another Tiled catalog), through its ``insert``.
 
         Detector files are not copied: the other server must be able to read them where
@@ -447,11 +471,9 @@ class Broker:
             )
         if not isinstance(db, Broker):
             raise TypeError(f"export() needs a Broker to copy into, not {type(db).__name__}.")
-        from .documents import run_documents
-
         copied = []
         for header in _as_headers(headers):
-            for name, doc in run_documents(header):
+            for name, doc in documents.run_documents(header.run):
                 db.insert(name, doc)
             copied.append(header.uid)
         return copied
@@ -477,9 +499,7 @@ class Broker:
         return f"<Broker{label} over {where}>"
 
 
-def _takes_an_argument(func) -> bool:
-    import inspect
-
+def _takes_an_argument(func: Callable) -> bool:
     try:
         params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
@@ -488,7 +508,7 @@ def _takes_an_argument(func) -> bool:
     return any(p.default is p.empty and p.kind in positional for p in params)
 
 
-def _wrap(db: Broker, found):
+def _wrap(db: Broker, found: Any) -> Any:
     if isinstance(found, list):
         return [_wrap(db, f) for f in found]
-    return db._header(found)
+    return db.header_of(found)

@@ -1,38 +1,35 @@
-"""``Header``: one run, as databroker v1 presented it."""
+"""``Header``: one run, as databroker v1 presented it — the v1 mapping, forwarding to the run.
+
+A Header holds a :class:`~databroker_compat.run.Run` (``header.run``), which does the
+reading, and the :class:`~databroker_compat.Broker` it came from (``header.db``), whose
+``get_table``/``get_documents``/``get_events`` its methods forward to, as v1's did.
+"""
 
 from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
-from . import _tiled
-from .documents import Document, descriptors_from_stream, sorted_by_time, to_plain
+from .fields import check_fields_exist
+from .images import Images
+from .layout import ALL, frame_index, is_external
+from .model import Document
+from .run import Run
+from .tables import stream_dataset
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xarray as xr
+    from tiled.client.base import BaseClient
+
+    from .broker import Broker
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ALL", "Header"]
-
-
-class _AllStreams:
-    """Sentinel meaning "every stream" (``stream_name=ALL``), as in databroker v1."""
-
-    _instance = None
-
-    def __new__(cls):
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "ALL"
-
-    def __reduce__(self):
-        return (_AllStreams, ())
-
-
-ALL = _AllStreams()
 
 
 class Header:
@@ -49,50 +46,56 @@ class Header:
 
     _KEYS = ("start", "descriptors", "stop")
 
-    def __init__(self, db, run_client):
+    def __init__(self, db: Broker, run_client: BaseClient) -> None:
+        #: The broker this header came from.
         self.db = db
-        self._run = run_client
-        metadata = run_client.metadata
-        self.start = Document(to_plain(metadata["start"]))
-        self.stop = Document(to_plain(metadata.get("stop") or {}))
-        self._stream_items: dict[str, dict] | None = None
-        self._descriptors: list[Document] | None = None
+        #: Access to the run on the server (streams, descriptors, tables, arrays).
+        self.run = Run(run_client)
+        #: The start document.
+        self.start: Document = self.run.start
+        #: The stop document (empty when the run has none).
+        self.stop: Document = self.run.stop
 
     # -- identity --------------------------------------------------------
     @property
     def uid(self) -> str:
+        """The run's uid."""
         return self.start["uid"]
 
     @property
-    def v2(self):
+    def v2(self) -> BaseClient:
         """The Tiled client of this run."""
-        return self._run
+        return self.run.client
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Header) and self.uid == other.uid
 
     def __hash__(self) -> int:
         return hash(self.uid)
 
     # -- dict-like access (v1 headers were mappings) ----------------------
-    def __getitem__(self, key: str):
+    def __getitem__(self, key: str) -> Any:
         if key in self._KEYS:
             return getattr(self, key)
         raise KeyError(f"A Header has the keys {list(self._KEYS)}, not {key!r}.")
 
-    def keys(self):
+    def keys(self) -> list[str]:
+        """``["start", "descriptors", "stop"]``, as v1's header mapping."""
         return list(self._KEYS)
 
-    def values(self):
+    def values(self) -> list[Any]:
+        """The start document, the descriptors and the stop document."""
         return [self[k] for k in self._KEYS]
 
-    def items(self):
+    def items(self) -> list[tuple[str, Any]]:
+        """``(key, value)`` pairs of :meth:`keys` and :meth:`values`."""
         return [(k, self[k]) for k in self._KEYS]
 
-    def get(self, key: str, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]``, or ``default`` for a key a Header does not have."""
         return self[key] if key in self._KEYS else default
 
-    def __contains__(self, key) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._KEYS
 
     def __iter__(self) -> Iterator[str]:
@@ -107,54 +110,23 @@ class Header:
         }
 
     # -- streams and descriptors -----------------------------------------
-    def _streams(self) -> dict[str, dict]:
-        """Stream name -> Tiled item of the stream node (one request, cached)."""
-        if self._stream_items is None:
-            context = self._run.context
-            items = {}
-            for item in _tiled.iter_children(context, self._run.item):
-                if item["id"] == "streams" and not _is_stream(item):
-                    # Older writers put streams one level down.
-                    items.update(
-                        (child["id"], child) for child in _tiled.iter_children(context, item)
-                    )
-                elif _is_stream(item):
-                    items[item["id"]] = item
-            self._stream_items = items
-        return self._stream_items
-
-    def _stream_path(self, stream_name: str) -> list[str]:
-        return _tiled.node_path(self._streams()[stream_name])
-
     @property
     def descriptors(self) -> list[Document]:
         """Every descriptor of every stream, in the order they were emitted."""
-        if self._descriptors is None:
-            found = []
-            for name, item in self._streams().items():
-                found.extend(descriptors_from_stream(self.uid, name, item["attributes"]["metadata"]))
-            self._descriptors = sorted_by_time(found)
-        return self._descriptors
+        return self.run.descriptors
 
     @property
     def stream_names(self) -> list[str]:
         """Names of the event streams, in the order their first descriptor was emitted."""
-        names: list[str] = []
-        for d in self.descriptors:
-            if d["name"] not in names:
-                names.append(d["name"])
-        return names
+        return self.run.stream_names
 
-    def _descriptors_of(self, stream_name=ALL) -> list[Document]:
-        return [d for d in self.descriptors if stream_name is ALL or d["name"] == stream_name]
-
-    def fields(self, stream_name=ALL) -> set[str]:
+    def fields(self, stream_name: Any = ALL) -> set[str]:
         """Names of the data keys in one stream (or all, the default)."""
-        return {key for d in self._descriptors_of(stream_name) for key in d["data_keys"]}
+        return self.run.fields(stream_name)
 
-    def devices(self, stream_name=ALL) -> set[str]:
+    def devices(self, stream_name: Any = ALL) -> set[str]:
         """Names of the devices (ophyd objects) read in one stream (or all)."""
-        return {obj for d in self._descriptors_of(stream_name) for obj in d.get("object_keys", {})}
+        return self.run.devices(stream_name)
 
     def config_data(self, device_name: str) -> dict[str, list[dict]]:
         """Configuration readings of one device: ``{stream_name: [data, ...]}``, one per descriptor.
@@ -173,12 +145,12 @@ class Header:
     def table(
         self,
         stream_name: Any = "primary",
-        fields=None,
+        fields: Any = None,
         fill: bool = False,
         timezone: str | None = None,
         convert_times: bool = True,
         localize_times: bool = True,
-    ):
+    ) -> pd.DataFrame:
         """One stream as a ``pandas.DataFrame`` indexed by ``seq_num`` (see ``Broker.get_table``)."""
         return self.db.get_table(
             self,
@@ -199,20 +171,14 @@ class Header:
         >>> next(h.data("img")).shape                  # doctest: +SKIP
         (10, 10)
         """
-        from .documents import is_external
-        from .images import array_nodes
-        from .tables import check_fields_exist
-
-        check_fields_exist([field], [self])
+        check_fields_exist([field], [self.run])
         if field not in self.fields(stream_name):
             return
-        node = array_nodes(self, stream_name).get(field)
-        spec = next(d for d in self.descriptors if d["name"] == stream_name)["data_keys"][field]
-        if node is not None and (fill or not is_external(spec)):
-            from .images import Images
-
+        node = self.run.array_nodes(stream_name).get(field)
+        descriptor = self.run.first_descriptor(stream_name) if node is not None else None
+        if node is not None and descriptor is not None and (fill or not is_external(descriptor["data_keys"][field])):
             seq_nums = self.table(stream_name=stream_name, fields=[], convert_times=False).index
-            rows = [int(s) - 1 for s in seq_nums]
+            rows = [frame_index(s) for s in seq_nums]
             if rows == list(range(node.shape[0])):
                 yield from Images([node])
             else:
@@ -221,13 +187,11 @@ class Header:
         frame = self.table(stream_name=stream_name, fields=[field], fill=fill, convert_times=False)
         yield from frame[field]
 
-    def xarray(self, stream_name: str = "primary"):
+    def xarray(self, stream_name: str = "primary") -> xr.Dataset:
         """One stream as an ``xarray.Dataset`` with a ``time`` dimension (values read now)."""
-        from .tables import stream_dataset
+        return stream_dataset(self.run, stream_name)
 
-        return stream_dataset(self, stream_name)
-
-    def xarray_dask(self, stream_name: str = "primary"):
+    def xarray_dask(self, stream_name: str = "primary") -> xr.Dataset:
         """One stream as an ``xarray.Dataset`` whose array fields are lazy ``dask`` arrays.
 
         Scalars come from the events table; external (detector) fields and large internal
@@ -237,13 +201,11 @@ class Header:
         >>> ds["img"][0].values.sum()                  # doctest: +SKIP
         4950.0
         """
-        from .tables import stream_dataset
+        return stream_dataset(self.run, stream_name, lazy=True)
 
-        return stream_dataset(self, stream_name, lazy=True)
-
-    # -- documents (see documents.py) -------------------------------------
+    # -- documents (see documents/) -----------------------------------------
     def documents(
-        self, stream_name: Any = ALL, fields=None, fill: bool = False, event_pages: bool = False
+        self, stream_name: Any = ALL, fields: Any = None, fill: bool = False, event_pages: bool = False
     ) -> Iterator[tuple[str, dict]]:
         """The run's ``(name, doc)`` stream, in the order the RunEngine emitted it.
 
@@ -256,11 +218,9 @@ class Header:
         >>> for name, doc in h.documents():      # doctest: +SKIP
         ...     callback(name, doc)
         """
-        return self.db.get_documents(
-            self, stream_name=stream_name, fields=fields, fill=fill, event_pages=event_pages
-        )
+        return self.db.get_documents(self, stream_name=stream_name, fields=fields, fill=fill, event_pages=event_pages)
 
-    def events(self, stream_name: Any = "primary", fields=None, fill: bool = False) -> Iterator[dict]:
+    def events(self, stream_name: Any = "primary", fields: Any = None, fill: bool = False) -> Iterator[dict]:
         """The event documents of one stream (``ALL`` for every stream), in time order.
 
         >>> [ev["seq_num"] for ev in h.events()]  # doctest: +SKIP
@@ -295,12 +255,3 @@ class Header:
             for k, v in self._summary()
         )
         return f"<table><caption>Header</caption>{rows}</table>"
-
-
-def _is_stream(item: dict) -> bool:
-    specs = {s["name"] if isinstance(s, dict) else s for s in item["attributes"].get("specs") or []}
-    if "BlueskyEventStream" in specs:
-        return True
-    # Without the spec, a stream is a container whose metadata is a descriptor.
-    md = item["attributes"].get("metadata") or {}
-    return item["attributes"]["structure_family"] == "container" and "data_keys" in md

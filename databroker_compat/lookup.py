@@ -1,6 +1,7 @@
-"""Turn a ``db[...]`` key into runs, with server-side queries only.
+"""Turn a ``db[...]`` key into runs: with server-side queries, or over runs already listed.
 
-Keys databroker v1 accepted, and how each is answered here:
+The key is parsed by :func:`databroker_compat.keys.parse_key` (the same keys, rules and
+messages both ways). :func:`runs_for_key` answers it on the server:
 
 ========================  =====================================================
 ``db[-1]``, ``db[-N]``    N-th newest by ``start.time`` (one request)
@@ -9,149 +10,190 @@ Keys databroker v1 accepted, and how each is answered here:
 ``db["a1b2c3..."]``       full uid (equality query) or a prefix of >= 5 chars
 ``db[[k1, k2]]``          a list of the above
 ========================  =====================================================
+
+:func:`runs_in_list` answers it over a list of runs already checked on the client
+(search results the server could not filter exactly).
 """
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiled.queries import Key, Like
 
-from .exceptions import AmbiguousKey, BadKey, RunNotFound
+from .exceptions import AmbiguousKey, RunNotFound
+from .keys import NewestSlice, Recent, ScanId, Several, Uid, parse_key
+from .layout import RUN_SPEC, spec_names
 
+if TYPE_CHECKING:
+    from tiled.client.base import BaseClient
+    from tiled.client.container import Container
+
+__all__ = ["CATALOG", "SEARCH_RESULTS", "TIME_KEY", "newest_first", "oldest_first", "runs_for_key", "runs_in_list"]
+
+#: The metadata key runs are ordered by.
 TIME_KEY = "start.time"
-UID_LENGTH = 36
-MIN_PREFIX = 5
+#: How messages name a whole catalog, and search results.
+CATALOG = "this catalog"
+SEARCH_RESULTS = "these search results"
 
 
-def newest_first(container):
+def newest_first(container: Container) -> Container:
+    """The runs of ``container``, newest ``start.time`` first (a server-side sort)."""
     return container.sort((TIME_KEY, -1))
 
 
-def oldest_first(container):
+def oldest_first(container: Container) -> Container:
+    """The runs of ``container``, oldest ``start.time`` first (a server-side sort)."""
     return container.sort((TIME_KEY, 1))
 
 
-def _describe(container) -> str:
-    return "this catalog" if not getattr(container, "_queries", None) else "these search results"
-
-
-def by_recency(container, index: int):
-    """The run at negative ``index`` (-1 newest)."""
+def _by_recency(container: Container, key: Recent, where: str) -> BaseClient:
     items = newest_first(container).values()
     try:
-        return items[-index - 1]
+        return items[-key.index - 1]
     except IndexError:
-        raise RunNotFound(
-            f"No run at index {index}: {_describe(container)} holds fewer than {-index} runs."
-        ) from None
+        raise RunNotFound(f"No run at index {key.index}: {where} holds fewer than {-key.index} runs.", key=key.index) from None
 
 
-def by_scan_id(container, scan_id: int):
-    """The most recent run whose start document has this ``scan_id``."""
-    found = newest_first(container.search(Key("start.scan_id") == scan_id)).values()
+def _by_scan_id(container: Container, key: ScanId, where: str) -> BaseClient:
+    found = newest_first(container.search(Key("start.scan_id") == key.scan_id)).values()
     try:
         return found[0]
     except IndexError:
-        raise RunNotFound(
-            f"No run with scan_id {scan_id} in {_describe(container)}. "
-            "Negative integers count back from the newest run (db[-1]); "
-            "positive integers are scan_ids."
-        ) from None
+        raise _no_scan_id(key, where) from None
 
 
-def _is_run(client) -> bool:
-    return any(getattr(spec, "name", spec) == "BlueskyRun" for spec in client.specs or [])
+# -- the messages both resolvers give ------------------------------------------------
+def _no_scan_id(key: ScanId, where: str) -> RunNotFound:
+    return RunNotFound(
+        f"No run with scan_id {key.scan_id} in {where}. "
+        "Negative integers count back from the newest run (db[-1]); "
+        "positive integers are scan_ids.",
+        key=key.scan_id,
+    )
 
 
-def by_uid(container, key: str, children=None):
-    """A run by full uid or by a uid prefix of at least 5 characters.
+def _no_prefix(text: str, where: str) -> RunNotFound:
+    return RunNotFound(f"No run whose uid starts with {text!r} in {where}.", key=text)
 
-    ``children``: the unfiltered container the runs live in, when the lookup may address
-    a run by its key directly (one plain GET, cheaper on the server than a search).
-    """
-    if len(key) < MIN_PREFIX:
-        raise RunNotFound(
-            f"{key!r} is too short to look up: give a full uid or a uid prefix of at least "
-            f"{MIN_PREFIX} characters."
-        )
-    if children is not None and len(key) >= UID_LENGTH and "/" not in key:
+
+def _ambiguous(text: str, uids: list[str], many: str) -> AmbiguousKey:
+    return AmbiguousKey(
+        f"The uid prefix {text!r} matches {many} runs ({', '.join(uids)}); give more characters.",
+        key=text,
+        candidates=uids,
+    )
+
+
+def _start_uid(run: BaseClient) -> str:
+    return run.metadata["start"]["uid"]
+
+
+def _by_uid(container: Container, key: Uid, children: Container | None, where: str) -> BaseClient:
+    text = key.text
+    if children is not None and key.is_full and "/" not in text:
         try:
-            run = children[key]
+            run = children[text]
         except KeyError:
             run = None
-        if run is not None and _is_run(run) and run.metadata.get("start", {}).get("uid") == key:
+        if run is not None and RUN_SPEC in spec_names(run.item) and run.metadata.get("start", {}).get("uid") == text:
             return run
-    exact = container.search(Key("start.uid") == key).values()
-    if len(key) >= UID_LENGTH:
+    exact = container.search(Key("start.uid") == text).values()
+    if key.is_full:
         try:
             return exact[0]
         except IndexError:
-            raise RunNotFound(f"No run with uid {key!r} in {_describe(container)}.") from None
+            raise RunNotFound(f"No run with uid {text!r} in {where}.", key=text) from None
     # A prefix. LIKE reads '_' and '%' as wildcards (and SQLite ignores case, and its
     # LIKE has no default escape character), so the server's answer is a superset:
     # confirm each candidate on the client.
-    candidates = container.search(Like("start.uid", key + "%")).values().page_size(20)
+    candidates = container.search(Like("start.uid", text + "%")).values().page_size(20)
     matches = []
     for run in candidates:
-        if run.metadata["start"]["uid"].startswith(key):
+        if _start_uid(run).startswith(text):
             matches.append(run)
             if len(matches) == 3:
                 break
     if not matches:
-        raise RunNotFound(f"No run whose uid starts with {key!r} in {_describe(container)}.")
+        raise _no_prefix(text, where)
     if len(matches) > 1:
-        uids = ", ".join(run.metadata["start"]["uid"] for run in matches)
-        many = "at least 3" if len(matches) == 3 else "2"
-        raise AmbiguousKey(f"The uid prefix {key!r} matches {many} runs ({uids}); give more characters.")
+        raise _ambiguous(text, [_start_uid(run) for run in matches], "at least 3" if len(matches) == 3 else "2")
     return matches[0]
 
 
-def _slice(container, key: slice) -> list:
-    start, stop, step = key.start, key.stop, key.step
-    step = 1 if step is None else step
-    for bound in (start, stop, step):
-        if bound is not None and not isinstance(bound, numbers.Integral):
-            raise BadKey(f"Slice bounds must be integers, not {bound!r}.")
-    if (start is not None and start >= 0) or (stop is not None and stop >= 0):
-        raise ValueError(
-            f"db[{start}:{stop}] is not supported: slices count back from the newest run and "
-            "must use negative indices (db[-5:] for the newest five). Positive integers are "
-            "scan_ids; to select by scan_id use db(scan_id={'$gte': a, '$lt': b})."
-        )
-    if step == 0:
-        raise ValueError("slice step cannot be zero")
-    # How many of the newest runs the slice can reach.
-    if step > 0:
-        needed = None if start is None else -start
-    else:
-        needed = None if stop is None else -stop - 1
+def _slice(container: Container, key: NewestSlice) -> list:
+    needed = key.newest_needed
     if needed is None:
         ascending = list(oldest_first(container).values())
     else:
         if needed <= 0:
             return []
         ascending = list(reversed(newest_first(container).values()[:needed]))
-    return ascending[start:stop:step]
+    return key.of(ascending)
 
 
-def runs_for_key(container, key: Any, children=None):
-    """The run client (or list of them) that ``db[key]`` names (``children``: see by_uid)."""
-    if isinstance(key, bool):
-        raise BadKey("db[True/False] is not a run lookup; use an int, a uid, or a slice.")
-    if isinstance(key, numbers.Integral):
-        key = int(key)
-        if key < 0:
-            return by_recency(container, key)
-        return by_scan_id(container, key)
-    if isinstance(key, str):
-        return by_uid(container, key, children)
-    if isinstance(key, slice):
-        return _slice(container, key)
-    if isinstance(key, (list, tuple)):
-        return [runs_for_key(container, k, children) for k in key]
-    raise BadKey(
-        f"Cannot look up a run with a {type(key).__name__} ({key!r}); use a negative index, "
-        "a scan_id, a uid or uid prefix, a slice, or a list of these."
-    )
+def runs_for_key(
+    container: Container, key: Any, children: Container | None = None, *, where: str = CATALOG, subject: str = "db"
+) -> Any:
+    """The run client (or list of them) that ``db[key]`` names, found with server-side queries.
+
+    Parameters
+    ----------
+    container : tiled.client.container.Container
+        The runs to look in (a catalog's runs, or search results).
+    key
+        Any key :func:`~databroker_compat.keys.parse_key` takes.
+    children : Container, optional
+        The unfiltered container the runs live in, when a full uid may address a run
+        by its key directly (one plain GET, cheaper on the server than a search).
+    where, subject : str
+        How messages name ``container`` ("this catalog") and what is indexed ("db").
+
+    >>> runs_for_key(db.run_container, -1).metadata["start"]["uid"]   # doctest: +SKIP
+    """
+    parsed = parse_key(key, subject=subject)
+    if isinstance(parsed, Recent):
+        return _by_recency(container, parsed, where)
+    if isinstance(parsed, ScanId):
+        return _by_scan_id(container, parsed, where)
+    if isinstance(parsed, Uid):
+        return _by_uid(container, parsed, children, where)
+    if isinstance(parsed, NewestSlice):
+        return _slice(container, parsed)
+    return [runs_for_key(container, k, children, where=where, subject=subject) for k in parsed.items]
+
+
+def runs_in_list(runs: list, key: Any, *, where: str = SEARCH_RESULTS, subject: str = "results") -> Any:
+    """``db[key]`` over runs already listed oldest first (search results checked on the client).
+
+    The same keys and messages as :func:`runs_for_key`; uids are matched on the client.
+
+    >>> runs_in_list(list_of_run_clients, -1)   # doctest: +SKIP
+    """
+    parsed = parse_key(key, subject=subject)
+    if isinstance(parsed, Recent):
+        try:
+            return runs[parsed.index]
+        except IndexError:
+            raise RunNotFound(f"No run at index {parsed.index}: {where} hold {len(runs)} runs.", key=parsed.index) from None
+    if isinstance(parsed, ScanId):
+        for run in reversed(runs):
+            if run.metadata["start"].get("scan_id") == parsed.scan_id:
+                return run
+        raise _no_scan_id(parsed, where)
+    if isinstance(parsed, Uid):
+        text = parsed.text
+        found = [run for run in runs if _start_uid(run).startswith(text)]
+        exact = [run for run in found if _start_uid(run) == text]
+        if exact:
+            return exact[0]
+        if not found:
+            raise _no_prefix(text, where)
+        if len(found) > 1:
+            raise _ambiguous(text, [_start_uid(run) for run in found], str(len(found)))
+        return found[0]
+    if isinstance(parsed, NewestSlice):
+        return parsed.of(runs)
+    assert isinstance(parsed, Several)
+    return [runs_in_list(runs, k, where=where, subject=subject) for k in parsed.items]

@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import logging
-import numbers
-from collections.abc import Mapping
-from typing import Any, Iterator
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .exceptions import AmbiguousKey, BadKey, RunNotFound
-from .lookup import MIN_PREFIX, oldest_first, runs_for_key
+from .exceptions import AmbiguousKey, RunNotFound
+from .lookup import SEARCH_RESULTS, oldest_first, runs_for_key, runs_in_list
 from .queries import Plan, matches, parse, plan_search, time_range
+
+if TYPE_CHECKING:
+    from tiled.client.base import BaseClient
+    from tiled.client.container import Container
+
+    from .broker import Broker
+    from .header import Header
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Results"]
+__all__ = ["Results", "build_nodes"]
 
 # Runs per request when iterating: Tiled's largest page (its default is 100). Fewer,
 # larger pages cost less, as every page re-runs the query on the server.
 PAGE_SIZE = 300
 
 
-def build_nodes(db, text_search: str | None, query: Mapping) -> tuple:
-    """Parse ``db(...)`` arguments (``since``/``until`` read in ``db.timezone``)."""
+def build_nodes(db: Broker, text_search: str | None, query: Mapping) -> tuple:
+    """Parse ``db(...)`` arguments (``since``/``until`` read in ``db.timezone``).
+
+    >>> build_nodes(db, None, {"plan_name": "scan", "since": "2024-01"})   # doctest: +SKIP
+    """
     query = dict(query)
     since, until = query.pop("since", None), query.pop("until", None)
     nodes = parse(query, text_search)
@@ -47,21 +56,21 @@ class Results:
     ['0b7c...', ...]
     """
 
-    def __init__(self, db, nodes: tuple, *, base=None):
+    def __init__(self, db: Broker, nodes: tuple, *, base: Container | None = None) -> None:
         self._db = db
         self._nodes = tuple(nodes)
-        self._base = db._root if base is None else base
-        self._prepared: tuple | None = None
+        self._base = db.run_container if base is None else base
+        self._prepared: tuple[Container, tuple | None] | None = None
 
     # -- searching --------------------------------------------------------
-    def __call__(self, text_search: str | None = None, **query) -> "Results":
+    def __call__(self, text_search: str | None = None, **query: Any) -> Results:
         """Search within these results (all conditions of both must hold).
 
         >>> db(plan_name="scan")(sample="Si")    # doctest: +SKIP
         """
         return Results(self._db, self._nodes + build_nodes(self._db, text_search, query), base=self._base)
 
-    def _prepare(self):
+    def _prepare(self) -> tuple[Container, tuple | None]:
         """(server-side container, client-side check or None), planned once."""
         if self._prepared is None:
             plan: Plan = plan_search(self._nodes, self._base)
@@ -71,7 +80,7 @@ class Results:
             self._prepared = (container, None if plan.exact else self._nodes)
         return self._prepared
 
-    def _runs(self) -> Iterator:
+    def _runs(self) -> Iterator[BaseClient]:
         """Run clients of the matches, oldest first."""
         container, check = self._prepare()
         for run in oldest_first(container).values().page_size(PAGE_SIZE):
@@ -79,9 +88,9 @@ class Results:
                 yield run
 
     # -- the sequence -----------------------------------------------------
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[Header]:
         for run in self._runs():
-            yield self._db._header(run)
+            yield self._db.header_of(run)
 
     def __len__(self) -> int:
         container, check = self._prepare()
@@ -95,15 +104,15 @@ class Results:
             return len(container) > 0
         return next(self._runs(), None) is not None
 
-    def __getitem__(self, key: Any):
+    def __getitem__(self, key: Any) -> Any:
         container, check = self._prepare()
         if check is None:
-            found = runs_for_key(container, key)
+            found = runs_for_key(container, key, where=SEARCH_RESULTS, subject="results")
         else:
-            found = _from_list(list(self._runs()), key)
+            found = runs_in_list(list(self._runs()), key, where=SEARCH_RESULTS, subject="results")
         return _headers(self._db, found)
 
-    def __contains__(self, header) -> bool:
+    def __contains__(self, header: Any) -> bool:
         uid = header.start["uid"] if hasattr(header, "start") else header
         try:
             self[uid]
@@ -115,62 +124,12 @@ class Results:
         return f"<Results of {len(self._nodes)} condition(s) over {self._db!r}>"
 
 
-def _documents(run) -> dict:
+def _documents(run: BaseClient) -> dict:
     metadata = run.metadata
     return {"start": metadata.get("start") or {}, "stop": metadata.get("stop") or {}}
 
 
-def _headers(db, found):
+def _headers(db: Broker, found: Any) -> Any:
     if isinstance(found, list):
         return [_headers(db, f) for f in found]
-    return db._header(found)
-
-
-def _from_list(runs: list, key: Any):
-    """``db[key]`` semantics over runs already checked on the client (oldest first)."""
-    if isinstance(key, bool):
-        raise BadKey("results[True/False] is not a lookup; use an int, a uid, or a slice.")
-    if isinstance(key, numbers.Integral):
-        key = int(key)
-        if key < 0:
-            try:
-                return runs[key]
-            except IndexError:
-                raise RunNotFound(
-                    f"No run at index {key}: these search results hold {len(runs)} runs."
-                ) from None
-        for run in reversed(runs):
-            if run.metadata["start"].get("scan_id") == key:
-                return run
-        raise RunNotFound(f"No run with scan_id {key} in these search results.")
-    if isinstance(key, str):
-        if len(key) < MIN_PREFIX:
-            raise RunNotFound(
-                f"{key!r} is too short to look up: give a full uid or a uid prefix of at least "
-                f"{MIN_PREFIX} characters."
-            )
-        found = [run for run in runs if run.metadata["start"]["uid"].startswith(key)]
-        exact = [run for run in found if run.metadata["start"]["uid"] == key]
-        if exact:
-            return exact[0]
-        if not found:
-            raise RunNotFound(f"No run whose uid starts with {key!r} in these search results.")
-        if len(found) > 1:
-            raise AmbiguousKey(f"The uid prefix {key!r} matches {len(found)} runs; give more characters.")
-        return found[0]
-    if isinstance(key, slice):
-        for bound in (key.start, key.stop, key.step):
-            if bound is not None and not isinstance(bound, numbers.Integral):
-                raise BadKey(f"Slice bounds must be integers, not {bound!r}.")
-        if (key.start is not None and key.start >= 0) or (key.stop is not None and key.stop >= 0):
-            raise ValueError(
-                f"results[{key.start}:{key.stop}] is not supported: slices count back from the newest "
-                "run and must use negative indices (results[-5:] for the newest five)."
-            )
-        return runs[key]
-    if isinstance(key, (list, tuple)):
-        return [_from_list(runs, k) for k in key]
-    raise BadKey(
-        f"Cannot look up a run with a {type(key).__name__} ({key!r}); use a negative index, "
-        "a scan_id, a uid or uid prefix, a slice, or a list of these."
-    )
+    return db.header_of(found)

@@ -1,67 +1,31 @@
-"""Tables (``pandas.DataFrame``) and datasets (``xarray.Dataset``) of event streams."""
+"""Tables (``pandas.DataFrame``) and datasets (``xarray.Dataset``) of event streams.
+
+Every function here takes :class:`~databroker_compat.run.Run` objects (``header.run``).
+"""
 
 from __future__ import annotations
 
 import logging
-import re
-from typing import Any, Iterable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from . import _tiled
-from .documents import datum_id_for, is_external
-from .exceptions import UnknownField
+from .arrays import ArrayNode, dask_array, read_rows
+from .fields import FieldPatterns, check_fields_exist
+from .layout import ALL, BOOKKEEPING_COLUMNS, datum_id_for, frame_index, is_external
+from .run import Run
+
+if TYPE_CHECKING:
+    import numpy
+    import pandas as pd
+    import pyarrow
+    import xarray
 
 logger = logging.getLogger(__name__)
 
-INTERNAL_TABLE = "internal"
-# Columns the writer adds to the internal table that are not data keys.
-_BOOKKEEPING = ("seq_num", "time")
+__all__ = ["get_table", "stream_dataset", "stream_frame"]
 
 
-def _compile(fields: Iterable[str]):
-    """v1 matched ``fields`` as exact names or as regular expressions."""
-    patterns = []
-    for f in fields:
-        try:
-            patterns.append(re.compile(f))
-        except re.error:
-            patterns.append(re.compile(re.escape(f)))
-    return patterns
-
-
-def _matches(name: str, fields: list[str], patterns) -> bool:
-    return name in fields or any(p.fullmatch(name) for p in patterns)
-
-
-def _header_fields(header) -> set[str]:
-    """Names ``fields=`` may ask for: data keys, configuration keys, start and stop keys."""
-    names = set(header.start) | set(header.stop)
-    for d in header.descriptors:
-        names.update(d["data_keys"])
-        for conf in d.get("configuration", {}).values():
-            names.update(conf.get("data", {}))
-    return names
-
-
-def check_fields_exist(fields, headers) -> None:
-    """Raise ``UnknownField`` (a ``ValueError``, as in v1) for fields no run holds."""
-    if not fields:
-        return
-    fields = list(fields)
-    patterns = _compile(fields)
-    known: set[str] = set()
-    for h in headers:
-        known |= _header_fields(h)
-    missing = [
-        f for f, p in zip(fields, patterns) if f not in known and not any(p.fullmatch(k) for k in known)
-    ]
-    if missing:
-        raise UnknownField(
-            f"The fields {missing} were not found in the data keys, configuration, start or stop of the "
-            f"run(s) {[h.uid[:8] for h in headers]}. Known fields: {sorted(known)}."
-        )
-
-
-def _jsonb_key_order(key: str):
+def _jsonb_key_order(key: str) -> tuple[int, bytes]:
     """The order PostgreSQL's JSONB gives object keys: shorter first, then bytewise."""
     encoded = key.encode()
     return (len(encoded), encoded)
@@ -81,7 +45,7 @@ def _local_timezone() -> str:
     return tzlocal.get_localzone_name() or "UTC"
 
 
-def _convert_times(times, timezone: str | None, convert: bool, localize: bool):
+def _convert_times(times: pd.Series, timezone: str, convert: bool, localize: bool) -> pd.Series:
     import pandas as pd
 
     if not (convert or localize):
@@ -92,12 +56,12 @@ def _convert_times(times, timezone: str | None, convert: bool, localize: bool):
     return converted
 
 
-def _arrow_to_frame(table):
+def _arrow_to_frame(table: pyarrow.Table) -> pd.DataFrame:
     """``pyarrow.Table`` -> ``DataFrame`` keeping list columns as numpy arrays per row."""
     return table.to_pandas(types_mapper=None, split_blocks=True, self_destruct=True)
 
 
-def _shape_rows(values, shape):
+def _shape_rows(values: list, shape: Sequence[int]) -> list:
     """Give nested-list cells of multi-dimensional keys their numpy shape."""
     import numpy
 
@@ -106,60 +70,49 @@ def _shape_rows(values, shape):
     return [numpy.stack(v).reshape(shape) if v is not None else v for v in values]
 
 
-def _filled_rows(node, seq_nums) -> list:
+def _filled_rows(node: ArrayNode, seq_nums: numpy.ndarray) -> list:
     """One array per event (``None`` where the node has no row for that ``seq_num``)."""
-    from .images import _read_rows
-
-    rows = [int(s) - 1 for s in seq_nums]
+    rows = [frame_index(s) for s in seq_nums]
     present = [r for r in rows if 0 <= r < node.shape[0]]
-    values = iter(_read_rows(node, present))
+    values = iter(read_rows(node, present))
     return [next(values) if 0 <= r < node.shape[0] else None for r in rows]
 
 
-def _numpy_dtype(data_type: dict):
-    import numpy
-
-    endianness = {"little": "<", "big": ">", "not_applicable": "|"}[data_type["endianness"]]
-    return numpy.dtype(f"{endianness}{data_type['kind']}{data_type['itemsize']}")
-
-
 def stream_frame(
-    header,
+    run: Run,
     stream_name: str,
     *,
-    fields=None,
+    fields: Any = None,
     fill: bool = False,
     timezone: str | None = None,
     convert_times: bool = True,
     localize_times: bool = True,
-):
-    """One stream of one run as a DataFrame, with databroker v1's conventions."""
+) -> pd.DataFrame:
+    """One stream of one run as a DataFrame, with databroker v1's conventions.
+
+    ``timezone`` is the zone times are localised to (this machine's when ``None``).
+
+    >>> stream_frame(h.run, "primary", fields=["det"], timezone="UTC")   # doctest: +SKIP
+    """
     import pandas as pd
 
-    streams = header._streams()
-    if stream_name not in streams:
+    streams = run.streams()
+    descriptor = run.first_descriptor(stream_name)
+    if stream_name not in streams or descriptor is None:
         return pd.DataFrame()
-    descriptor = next(d for d in header.descriptors if d["name"] == stream_name)
     data_keys = descriptor["data_keys"]
-    field_list = list(fields) if fields is not None else None
-    patterns = _compile(field_list or [])
-    if field_list is None:
-        selected = list(data_keys)
-    else:
-        selected = [k for k in data_keys if _matches(k, field_list, patterns)]
+    patterns = FieldPatterns(fields) if fields is not None else None
+    selected = list(data_keys) if patterns is None else patterns.select(data_keys)
 
-    path = _tiled.node_path(streams[stream_name])
     # Ask only for the columns wanted (the per-key timestamp columns double the bytes);
     # a key the writer stored as its own array node is simply absent from the answer.
-    columns = [*_BOOKKEEPING, *(k for k in selected if not is_external(data_keys[k]))]
+    columns = [*BOOKKEEPING_COLUMNS, *(k for k in selected if not is_external(data_keys[k]))]
     # The server answers a column subset in alphabetical order, and a PostgreSQL catalog
     # (JSONB) keeps the descriptor's data keys in its own canonical order: the original
     # key order then survives only in the table's own column order. Read every column
     # when the descriptor's order may be that canonical one, to recover it.
     order_lost = len(selected) > 1 and list(data_keys) == sorted(data_keys, key=_jsonb_key_order)
-    table = _tiled.read_table(
-        header.v2.context, [*path, INTERNAL_TABLE], columns=None if order_lost else columns
-    )
+    table = run.read_internal_table(stream_name, columns=None if order_lost else columns)
     if table is None:
         raw = pd.DataFrame({"seq_num": pd.Series([], dtype="int64"), "time": pd.Series([], dtype="float64")})
     else:
@@ -173,11 +126,11 @@ def stream_frame(
     frame = pd.DataFrame(index=pd.Index(seq_nums, name="seq_num"))
     frame["time"] = _convert_times(
         pd.Series(raw["time"].to_numpy(), index=frame.index),
-        timezone or header.db.timezone or _local_timezone(),
+        timezone or _local_timezone(),
         convert_times,
         localize_times,
     )
-    children = None
+    children: dict[str, ArrayNode] | None = None
     selected = _ordered_keys(selected, list(raw.columns), order_lost)
     for key in selected:
         spec = data_keys[key]
@@ -189,64 +142,69 @@ def stream_frame(
             frame[key] = pd.Series([], dtype=object)
             continue
         if is_external(spec) and not fill:
-            frame[key] = [datum_id_for(header.uid, stream_name, key, int(s) - 1) for s in seq_nums]
+            frame[key] = [datum_id_for(run.uid, stream_name, key, frame_index(s)) for s in seq_nums]
             continue
         # External and filled, or an internal array the writer stored as its own node:
         # read only the rows of these events, in chunk-aligned requests.
         if children is None:
-            from .images import array_nodes
-
-            children = array_nodes(header, stream_name)
+            children = run.array_nodes(stream_name)
         if key not in children:
-            logger.warning("Stream %r of run %s has no data for key %r.", stream_name, header.uid, key)
+            logger.warning("Stream %r of run %s has no data for key %r.", stream_name, run.uid, key)
             frame[key] = [None] * len(frame)
             continue
         frame[key] = pd.Series(_filled_rows(children[key], seq_nums), index=frame.index, dtype=object)
 
-    if field_list is not None:
-        _add_header_values(frame, header, descriptor, field_list, patterns, set(data_keys))
+    if patterns is not None:
+        _add_header_values(frame, run, descriptor, patterns, set(data_keys))
     return frame
 
 
-def _add_header_values(frame, header, descriptor, fields, patterns, data_keys: set) -> None:
+def _add_header_values(
+    frame: pd.DataFrame, run: Run, descriptor: dict, patterns: FieldPatterns, data_keys: set[str]
+) -> None:
     """v1 put requested configuration, start and stop values in the table as constant columns."""
     sources: list[dict] = []
     for conf in descriptor.get("configuration", {}).values():
         sources.append(dict(conf.get("data", {})))
-    sources += [dict(header.start), dict(header.stop)]
+    sources += [dict(run.start), dict(run.stop)]
     for source in sources:
         for key, value in source.items():
-            if key in data_keys or key in frame.columns or not _matches(key, fields, patterns):
+            if key in data_keys or key in frame.columns or not patterns.matches(key):
                 continue
             frame[key] = [value] * len(frame)
 
 
 def get_table(
-    headers,
+    runs: Sequence[Run],
     *,
     stream_name: Any = "primary",
-    fields=None,
+    fields: Any = None,
     fill: bool = False,
-    timezone: str | None = None,
+    timezones: Sequence[str | None] | None = None,
     convert_times: bool = True,
     localize_times: bool = True,
-):
-    """Tables of several runs, concatenated in the order given."""
+) -> pd.DataFrame:
+    """Tables of several runs, concatenated in the order given.
+
+    ``timezones`` gives, per run, the zone its times are localised to (this machine's
+    where ``None``); ``stream_name=ALL`` takes every stream of each run.
+
+    >>> get_table([h.run], fields=["det"], timezones=["UTC"])   # doctest: +SKIP
+    """
     import pandas as pd
 
-    from .header import ALL
-
-    check_fields_exist(fields, headers)
+    check_fields_exist(fields, runs)
+    zones = list(timezones) if timezones is not None else [None] * len(runs)
     frames = []
-    for h in headers:
-        names = h.stream_names if stream_name is ALL else [stream_name]
+    for run, zone in zip(runs, zones, strict=True):
+        names = run.stream_names if stream_name is ALL else [stream_name]
         for name in names:
             frame = stream_frame(
-                h,
+                run,
                 name,
                 fields=fields,
                 fill=fill,
-                timezone=timezone,
+                timezone=zone,
                 convert_times=convert_times,
                 localize_times=localize_times,
             )
@@ -261,38 +219,37 @@ def get_table(
     return result
 
 
-def stream_dataset(header, stream_name: str, *, lazy: bool = False):
+def stream_dataset(run: Run, stream_name: str, *, lazy: bool = False) -> xarray.Dataset:
     """One stream as an ``xarray.Dataset``: dimension ``time``, one variable per data key.
 
     Fields kept as array nodes (external detector data, large internal arrays) are
     ``dask`` arrays with the node's chunks when ``lazy`` (nothing read until computed),
     and read in chunk-aligned requests otherwise.
+
+    >>> stream_dataset(h.run, "primary", lazy=True)["img"].chunks   # doctest: +SKIP
     """
     import numpy
     import xarray
 
-    from .images import _read_rows, array_nodes, dask_array
-
-    if stream_name not in header._streams():
+    descriptor = run.first_descriptor(stream_name)
+    if stream_name not in run.streams() or descriptor is None:
         return xarray.Dataset()
-    descriptor = next(d for d in header.descriptors if d["name"] == stream_name)
     data_keys = descriptor["data_keys"]
-    nodes = array_nodes(header, stream_name)
+    nodes = run.array_nodes(stream_name)
     in_table = [k for k in data_keys if k not in nodes]
-    frame = stream_frame(
-        header, stream_name, fields=in_table, convert_times=False, localize_times=False, fill=False
-    )
+    frame = stream_frame(run, stream_name, fields=in_table, convert_times=False, localize_times=False, fill=False)
     times = frame["time"].to_numpy()
     rows = frame.index.to_numpy().astype("int64") - 1
     variables = {}
     for key in data_keys:
         spec = data_keys[key]
+        values: Any
         if key in nodes:
             node = nodes[key]
             if len(rows) and (rows.min() < 0 or rows.max() >= node.shape[0]):
                 logger.warning(
                     "Stream %r of run %s: %r has %d rows for %d events; left out of the dataset.",
-                    stream_name, header.uid, key, node.shape[0], len(rows),
+                    stream_name, run.uid, key, node.shape[0], len(rows),
                 )
                 continue
             if lazy:
@@ -300,7 +257,7 @@ def stream_dataset(header, stream_name: str, *, lazy: bool = False):
                 if not (len(rows) == node.shape[0] and (rows == numpy.arange(len(rows))).all()):
                     values = values[rows]
             else:
-                values = _read_rows(node, rows)
+                values = read_rows(node, rows)
         elif key in frame.columns:
             shape = spec.get("shape") or []
             column = list(frame[key])

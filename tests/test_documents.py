@@ -16,7 +16,7 @@ import pytest
 from event_model import DocumentNames, schema_validators, unpack_datum_page, unpack_event_page
 
 from databroker_compat import ALL, Broker, UnknownField
-from databroker_compat.documents import datum_id_for, event_uid_for, resource_uid_for
+from databroker_compat.layout import datum_id_for, event_uid_for, resource_uid_for
 
 DESCRIPTOR_FIELDS = ("uid", "time", "name", "run_start", "data_keys", "configuration", "object_keys", "hints")
 ROUND_TRIP_RUNS = [
@@ -364,7 +364,7 @@ def test_export(served, child_broker):
 
 def test_external_rule_matches_the_writer():
     """The writer routes any data key with an ``external`` entry to files, even ``""``."""
-    from databroker_compat.documents import is_external
+    from databroker_compat.layout import is_external
 
     assert is_external({"external": "FILESTORE:"}) and is_external({"external": ""})
     assert not is_external({"dtype": "number", "shape": []})

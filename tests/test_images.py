@@ -414,18 +414,18 @@ def test_missing_file_names_the_file_and_rest_is_readable(image_catalog):
 
 # -- handlers ----------------------------------------------------------------------
 def test_handler_registry_is_accepted_and_warns_once(image_catalog, caplog):
-    from databroker_compat import images
+    from databroker_compat import handlers
 
     db = image_catalog.db
     h = _header(image_catalog, "tiff")
-    images._warned.discard("register_handler")
-    images._warned.discard("get_images(handler_registry=...)")
+    handlers._warned.discard("register_handler")
+    handlers._warned.discard("get_images(handler_registry=...)")
 
     class Handler:
         def __init__(self, *args, **kwargs):
             pass
 
-    with caplog.at_level(logging.WARNING, logger="databroker_compat.images"):
+    with caplog.at_level(logging.WARNING, logger="databroker_compat.handlers"):
         with pytest.warns(UserWarning, match="server opens the detector files"):
             db.reg.register_handler("AD_TIFF", Handler)
         with warnings.catch_warnings():
@@ -447,8 +447,8 @@ def test_row_groups_cover_rows_and_respect_chunks_and_budget():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from databroker_compat import images
-    from databroker_compat.images import ArrayNode, _row_groups
+    from databroker_compat import arrays
+    from databroker_compat.arrays import ArrayNode, row_groups
 
     @settings(max_examples=200, deadline=None)
     @given(
@@ -460,12 +460,12 @@ def test_row_groups_cover_rows_and_respect_chunks_and_budget():
         n = sum(chunks)
         node = ArrayNode(None, "k", ("r", "primary", "k"), (n, 2), "<u1", tuple(chunks))
         rows = [r for r in range(n) if picks[r]]
-        saved = images.REQUEST_BYTES
-        images.REQUEST_BYTES = budget * node.frame_bytes
+        saved = arrays.REQUEST_BYTES
+        arrays.REQUEST_BYTES = budget * node.frame_bytes
         try:
-            groups = _row_groups(node, rows)
+            groups = row_groups(node, rows)
         finally:
-            images.REQUEST_BYTES = saved
+            arrays.REQUEST_BYTES = saved
         covered = [r for _, start, stop in groups for r in range(start, stop)]
         assert covered == rows
         bounds = set(numpy.cumsum([0, *chunks]).tolist())

@@ -1,0 +1,271 @@
+"""Bluesky document streams rebuilt from what TiledWriter stores.
+
+:func:`run_documents` gives the ``(name, doc)`` stream of one run in the order the
+RunEngine emitted it: start, each descriptor before its first event, events
+interleaved by time across streams, each resource and datum before the events that
+reference them, stop last. Each stream's documents come from
+:class:`~databroker_compat.documents.stream.StreamDocuments`; this module merges them,
+packs pages and filters fields. See docs/compat.md for every field that cannot come
+back exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import heapq
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from ..fields import FieldPatterns, check_fields_exist
+from ..layout import ALL, datum_id_for, event_uid_for, is_external, resource_uid_for
+from ..model import Document, descriptors_from_stream, to_plain
+from ..run import Run
+from .stream import StreamDocuments
+
+__all__ = [
+    "DROP",
+    "PAGE_SIZE",
+    "Document",
+    "FieldFilter",
+    "datum_id_for",
+    "descriptors_from_stream",
+    "event_uid_for",
+    "is_external",
+    "resource_uid_for",
+    "resolve_fields",
+    "run_documents",
+    "to_plain",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Rows turned into documents at a time.
+PAGE_SIZE = 1000
+
+
+class _Drop:
+    """Marks a document that a filter removed from the stream."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+#: Returned by a :class:`FieldFilter` method for a document it removes from the stream.
+DROP = _Drop()
+
+
+def _keyed_parts(doc: dict) -> tuple[str, ...]:
+    """The parts of an event (or event page) keyed by data key."""
+    return tuple(p for p in ("data", "timestamps", "filled") if p in doc)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_filter_class() -> type:
+    """``FieldFilter``, defined on first use: event_model (and numpy) load only then."""
+    from event_model import DocumentRouter
+
+    class FieldFilter(DocumentRouter):
+        """Keep only the named data keys in events, as databroker v1's ``fields=`` did.
+
+        Descriptors that hold none of the fields are dropped with their events; the
+        other descriptors pass whole, their events (and event pages) trimmed to the
+        fields. A method returning :data:`DROP` removes the document from the stream.
+
+        >>> from databroker_compat.documents import FieldFilter
+        >>> f = FieldFilter({"det"})
+        >>> f("descriptor", {"uid": "d", "data_keys": {"det": {}, "motor": {}}})[1]["uid"]
+        'd'
+        >>> f("event", {"descriptor": "d", "data": {"det": 1, "motor": 2},
+        ...             "timestamps": {"det": 0, "motor": 0}, "filled": {}})[1]["data"]
+        {'det': 1}
+        """
+
+        def __init__(self, fields: set[str]) -> None:
+            super().__init__()
+            self.fields = set(fields)
+            self._kept: set[str] = set()
+
+        def descriptor(self, doc: Any) -> Any:
+            if self.fields.isdisjoint(doc["data_keys"]):
+                return DROP
+            self._kept.add(doc["uid"])
+            return doc
+
+        def _trim(self, doc: Any) -> Any:
+            if doc["descriptor"] not in self._kept:
+                return DROP
+            trimmed = {part: {k: v for k, v in doc[part].items() if k in self.fields} for part in _keyed_parts(doc)}
+            return {**doc, **trimmed}
+
+        def event(self, doc: Any) -> Any:
+            return self._trim(doc)
+
+        def event_page(self, doc: Any) -> Any:
+            return self._trim(doc)
+
+    FieldFilter.__module__ = __name__
+    return FieldFilter
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FieldFilter":
+        return _field_filter_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _merged(streams: list[StreamDocuments]) -> Iterator[tuple[str, dict]]:
+    """Documents of several streams interleaved by time (ties keep stream order)."""
+
+    def keyed(index: int, stream: StreamDocuments) -> Iterator[tuple[float, int, int, str, dict]]:
+        for counter, (t, name, doc) in enumerate(stream.documents()):
+            yield t, index, counter, name, doc
+
+    for _t, _i, _c, name, doc in heapq.merge(*(keyed(i, s) for i, s in enumerate(streams))):
+        yield name, doc
+
+
+def _paged(documents: Iterable[tuple[str, Any]], page_size: int) -> Iterator[tuple[str, Any]]:
+    """Pack runs of events of one descriptor into event pages, their datums into datum pages.
+
+    Datums come just before the event that references them; a page's datum pages are
+    emitted before its event page, so every datum still precedes its event.
+    """
+    from event_model import pack_datum_page, pack_event_page
+
+    events: list[Any] = []
+    page_datums: list[Any] = []  # datums of the events in ``events``
+    pending: list[Any] = []  # datums of the next event
+
+    def datum_pages(datums: list[Any]) -> Iterator[tuple[str, Any]]:
+        by_resource: dict[str, list[Any]] = {}
+        for datum in datums:
+            by_resource.setdefault(datum["resource"], []).append(datum)
+        for group in by_resource.values():
+            yield "datum_page", pack_datum_page(*group)
+
+    def flush_page() -> Iterator[tuple[str, Any]]:
+        yield from datum_pages(page_datums)
+        if events:
+            yield "event_page", pack_event_page(*events)
+        events.clear()
+        page_datums.clear()
+
+    for name, doc in documents:
+        if name == "datum":
+            pending.append(doc)
+        elif name == "event":
+            if events and (events[0]["descriptor"] != doc["descriptor"] or len(events) >= page_size):
+                yield from flush_page()
+            page_datums.extend(pending)
+            pending.clear()
+            events.append(doc)
+        else:
+            yield from flush_page()
+            yield from datum_pages(pending)
+            pending.clear()
+            yield name, doc
+    yield from flush_page()
+    yield from datum_pages(pending)
+
+
+def run_documents(
+    run: Run,
+    *,
+    stream_name: Any = None,
+    fields: Iterable[str] | None = None,
+    fill: bool = False,
+    event_pages: bool = False,
+    page_size: int = PAGE_SIZE,
+    prepare_hook: Callable[[str, dict], Any] | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """The ``(name, doc)`` stream of one run, in the order the RunEngine emitted it.
+
+    Parameters
+    ----------
+    run : Run
+        The run (``header.run``).
+    stream_name : str, optional
+        Only this event stream; ``None`` (or ``ALL``) for every stream.
+    fields : iterable of str, optional
+        Only these data keys in events; descriptors holding none of them are left out
+        with their events.
+    fill : bool
+        Put external (detector) data in the events instead of datum ids.
+    event_pages : bool
+        Emit ``event_page`` and ``datum_page`` documents instead of single ones.
+    page_size : int
+        Rows turned into documents at a time (and the largest page).
+    prepare_hook : callable, optional
+        ``f(name, doc)`` applied to every document on its way out.
+
+    Examples
+    --------
+    >>> for name, doc in run_documents(db[-1].run):   # doctest: +SKIP
+    ...     print(name)
+    start
+    descriptor
+    event
+    stop
+    """
+    if page_size < 1:
+        raise ValueError(f"page_size must be a positive number of rows, not {page_size!r}.")
+    field_set = None if fields is None else set([fields] if isinstance(fields, str) else fields)
+    wanted = None if stream_name is None or stream_name is ALL else stream_name
+    if wanted is not None and not isinstance(wanted, str):
+        raise TypeError(f"stream_name must be a stream name (str) or ALL, not {type(wanted).__name__}.")
+    hook = prepare_hook or (lambda name, doc: doc)
+    field_filter = _field_filter_class()(field_set) if field_set is not None else None
+    items = run.streams()
+    streams = [
+        StreamDocuments(run, name, items[name], fields=field_set, fill=fill, page_size=page_size)
+        for name in run.stream_names
+        if (wanted is None or name == wanted) and name in items
+    ]
+    if field_set is not None:
+        # Streams holding none of the fields are left out without reading them.
+        streams = [s for s in streams if s.keys]
+
+    def generate() -> Iterator[tuple[str, dict]]:
+        yield "start", copy.deepcopy(dict(run.start))
+        body = _merged(streams)
+        yield from (_paged(body, page_size) if event_pages else body)
+        if run.stop:
+            yield "stop", copy.deepcopy(dict(run.stop))
+        else:
+            message = (
+                f"Run {run.uid} has no stop document: it is still running, or it was "
+                "interrupted before the stop reached TiledWriter. The writer sends events to "
+                "Tiled in batches and at the stop document, so events it had not sent are "
+                "not on the server and the stream ends without a stop."
+            )
+            logger.warning("%s", message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    for name, doc in generate():
+        if field_filter is not None:
+            name, doc = field_filter(name, doc)
+            if doc is DROP:
+                continue
+        yield name, hook(name, doc)
+
+
+def resolve_fields(runs: Sequence[Run], fields: Any) -> list[set[str] | None]:
+    """Per run, the data keys ``fields`` selects (names or regular expressions, as v1).
+
+    ``None`` (every field) for each run when ``fields`` is ``None``. A field that no
+    run holds raises ``UnknownField``.
+
+    >>> resolve_fields([h.run], ["det", "motor.*"])   # doctest: +SKIP
+    [{'det', 'motor', 'motor_setpoint'}]
+    """
+    if fields is None:
+        return [None] * len(runs)
+    names = [fields] if isinstance(fields, str) else list(fields)
+    check_fields_exist(names, runs)
+    patterns = FieldPatterns(names)
+    return [set(patterns.select(run.fields())) for run in runs]
