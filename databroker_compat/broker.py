@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import _tiled, documents, images, tables
 from .handlers import HandlerRegistry, warn_handlers_unused
-from .header import Header
+from .header import Header, Headers, as_headers
 from .layout import ALL
 from .lookup import CATALOG, runs_for_key
 from .model import Document
 from .queries import backend_of
-from .results import Results, build_nodes
+from .results import Results, SavedSearches, build_nodes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,17 +24,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["ALL", "Broker"]
-
-#: What the v1 methods take as runs: one Header, or any iterable of them.
-Headers = Union[Header, Iterable[Header]]
-
-
-def _as_headers(headers: Headers) -> list[Header]:
-    """v1 accepted one Header or any iterable of them."""
-    if isinstance(headers, Header):
-        return [headers]
-    return list(headers)
-
 
 class Broker:
     """The databroker v1 API over a Tiled container whose children are Bluesky runs.
@@ -77,8 +65,7 @@ class Broker:
         self._config = copy.deepcopy(config) if config is not None else None
         #: Called once by ``close()``: stops an embedded server this broker owns.
         self._on_close = on_close
-        self._filters: dict = {}
-        self._aliases: dict[str, dict | Callable] = {}
+        self._searches = SavedSearches()  # filters and aliases
         self._writer: Callable[[str, dict], Any] | None = None  # the TiledWriter of insert(), made on first use
         self._handler_registry: HandlerRegistry | None = None  # db.reg, made on first use
         self._server = None  # TRANSITIONAL: replaced by _on_close when config/embedded return clients
@@ -148,7 +135,7 @@ class Broker:
         >>> db[-1].start["uid"] == db[db[-1].start["uid"][:8]].uid   # doctest: +SKIP
         True
         """
-        if self._filters:
+        if self._searches.filters:
             return self()[key]  # filters apply to lookups too, as in v1
         found = runs_for_key(self._root, key, children=self._children, where=CATALOG)
         return _wrap(self, found)
@@ -167,7 +154,7 @@ class Broker:
         >>> res[-1].start["scan_id"]                                           # doctest: +SKIP
         118
         """
-        nodes = build_nodes(self, None, self._filters)
+        nodes = build_nodes(self, None, self._searches.filters)
         return Results(self, nodes + build_nodes(self, text_search, query))
 
     def add_filter(self, **query: Any) -> None:
@@ -177,16 +164,14 @@ class Broker:
 
         >>> db.add_filter(owner="alice", since="2024-01")   # doctest: +SKIP
         """
-        merged = {**self._filters, **query}
-        build_nodes(self, None, merged)  # a bad filter fails here, not at the next search
-        self._filters = merged
+        self._searches.add_filter(self, query)  # a bad filter fails here, not at the next search
 
     def clear_filters(self) -> None:
         """Remove every filter added by :meth:`add_filter`.
 
         >>> db.clear_filters()   # doctest: +SKIP
         """
-        self._filters = {}
+        self._searches.clear_filters()
 
     @property
     def filters(self) -> dict:
@@ -195,7 +180,7 @@ class Broker:
         >>> db.filters   # doctest: +SKIP
         {'owner': 'alice'}
         """
-        return dict(self._filters)
+        return dict(self._searches.filters)
 
     def alias(self, key: str, **query: Any) -> None:
         """Name a search: ``db.alias("cal", plan_name="calib")`` makes ``db.cal`` run it.
@@ -203,9 +188,7 @@ class Broker:
         >>> db.alias("cal", plan_name="calib"); len(db.cal)   # doctest: +SKIP
         3
         """
-        self._check_alias(key)
-        build_nodes(self, None, query)
-        self._aliases[key] = dict(query)
+        self._searches.add_alias(self, key, query)
 
     def dynamic_alias(self, key: str, func: Callable[..., dict]) -> None:
         """Name a search whose conditions ``func()`` returns each time it is used.
@@ -214,29 +197,18 @@ class Broker:
 
         >>> db.dynamic_alias("today", lambda: {"since": time.time() - 86400})   # doctest: +SKIP
         """
-        if not callable(func):
-            raise TypeError(f"dynamic_alias needs a callable returning a query dict, not {func!r}.")
-        self._check_alias(key)
-        self._aliases[key] = func
+        self._searches.add_alias(self, key, func)
 
     @property
     def aliases(self) -> dict:
         """Alias name -> query dict (:meth:`alias`) or callable (:meth:`dynamic_alias`)."""
-        return dict(self._aliases)
-
-    def _check_alias(self, key: str) -> None:
-        if not isinstance(key, str) or not key.isidentifier():
-            raise ValueError(f"An alias must be a Python identifier, not {key!r}.")
-        if hasattr(type(self), key) or key in vars(self):
-            raise ValueError(f"{key!r} is already an attribute of Broker; choose another alias name.")
+        return dict(self._searches.aliases)
 
     def __getattr__(self, name: str) -> Results:
         # Only aliases get here (every attribute is set in __init__); a private name is
         # never an alias, and must not recurse while the instance is being built or copied.
-        if not name.startswith("_") and name in self._aliases:
-            query = self._aliases[name]
-            if callable(query):
-                query = query(self) if _takes_an_argument(query) else query()
+        query = None if name.startswith("_") else self._searches.query_of(self, name)
+        if query is not None:
             return self(**query)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -280,7 +252,7 @@ class Broker:
         >>> db.get_table(db[-1], fields=["det"])          # doctest: +SKIP
         """
         warn_handlers_unused(handler_registry, "get_table(handler_registry=...)")
-        headers = _as_headers(headers)
+        headers = as_headers(headers)
         return tables.get_table(
             [h.run for h in headers],
             stream_name=stream_name,
@@ -313,7 +285,7 @@ class Broker:
         >>> imgs[0].shape, len(imgs)                        # doctest: +SKIP
         ((195, 487), 10)
         """
-        runs = [h.run for h in _as_headers(headers)]
+        runs = [h.run for h in as_headers(headers)]
         return images.get_images(runs, name, stream_name=stream_name, handler_registry=handler_registry)
 
     @property
@@ -371,22 +343,10 @@ class Broker:
         ...     print(name, doc["uid"] if "uid" in doc else "")
         """
         warn_handlers_unused(handler_registry, "get_documents(handler_registry=...)")
-        runs = [h.run for h in _as_headers(headers)]
-        selections = documents.resolve_fields(runs, fields)
-        hook = self.prepare_hook
-
-        def generate() -> Iterator[tuple[str, dict]]:
-            for run, selected in zip(runs, selections, strict=True):
-                yield from documents.run_documents(
-                    run,
-                    stream_name=stream_name,
-                    fields=selected,
-                    fill=fill,
-                    event_pages=event_pages,
-                    prepare_hook=hook,
-                )
-
-        return generate()
+        runs = [h.run for h in as_headers(headers)]
+        return documents.runs_documents(
+            runs, stream_name=stream_name, fields=fields, fill=fill, event_pages=event_pages, prepare_hook=self.prepare_hook
+        )
 
     def get_events(
         self,
@@ -472,7 +432,7 @@ class Broker:
         if not isinstance(db, Broker):
             raise TypeError(f"export() needs a Broker to copy into, not {type(db).__name__}.")
         copied = []
-        for header in _as_headers(headers):
+        for header in as_headers(headers):
             for name, doc in documents.run_documents(header.run):
                 db.insert(name, doc)
             copied.append(header.uid)
@@ -497,15 +457,6 @@ class Broker:
         where = str(self._root.context.api_uri).split("?")[0]
         label = f" {self.name!r}" if self.name else ""
         return f"<Broker{label} over {where}>"
-
-
-def _takes_an_argument(func: Callable) -> bool:
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(p.default is p.empty and p.kind in positional for p in params)
 
 
 def _wrap(db: Broker, found: Any) -> Any:

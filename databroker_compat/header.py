@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from .fields import check_fields_exist
 from .images import Images
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ALL", "Header"]
+__all__ = ["ALL", "Header", "Headers", "as_headers"]
 
 
 class Header:
@@ -255,3 +255,18 @@ class Header:
             for k, v in self._summary()
         )
         return f"<table><caption>Header</caption>{rows}</table>"
+
+
+#: What the v1 methods take as runs: one Header, or any iterable of them.
+Headers = Union[Header, Iterable[Header]]
+
+
+def as_headers(headers: Headers) -> list[Header]:
+    """A list of Headers from one Header or any iterable of them (v1 took both).
+
+    >>> as_headers(db[-1]) == [db[-1]]      # doctest: +SKIP
+    True
+    """
+    if isinstance(headers, Header):
+        return [headers]
+    return list(headers)

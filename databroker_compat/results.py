@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Union
 
 from .exceptions import AmbiguousKey, RunNotFound
 from .lookup import SEARCH_RESULTS, oldest_first, runs_for_key, runs_in_list
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Results", "build_nodes"]
+__all__ = ["Results", "SavedSearches", "build_nodes"]
 
 # Runs per request when iterating: Tiled's largest page (its default is 100). Fewer,
 # larger pages cost less, as every page re-runs the query on the server.
@@ -37,6 +38,72 @@ def build_nodes(db: Broker, text_search: str | None, query: Mapping) -> tuple:
     if since is not None or until is not None:
         nodes += parse(time_range(since, until, getattr(db, "timezone", None)))
     return nodes
+
+
+#: What an alias names: a query dict, or a function returning one.
+AliasQuery = Union[dict, Callable[..., dict]]
+
+
+class SavedSearches:
+    """The conditions a broker keeps for later searches: its filters and its aliases.
+
+    Filters (``db.add_filter``) are one query dict that every search and lookup must
+    also meet; a key given again replaces its condition, as in v1. Aliases
+    (``db.alias``, ``db.dynamic_alias``) name a query dict, or a function returning one.
+    Conditions are parsed when they are saved, so a bad one fails at once.
+
+    >>> saved = SavedSearches()
+    >>> saved.add_filter(db, {"owner": "alice"}); saved.filters     # doctest: +SKIP
+    {'owner': 'alice'}
+    """
+
+    def __init__(self) -> None:
+        self.filters: dict = {}
+        self.aliases: dict[str, AliasQuery] = {}
+
+    def add_filter(self, db: Broker, query: Mapping) -> None:
+        """Merge ``query`` into the filters (parsed first: a bad filter is not kept)."""
+        merged = {**self.filters, **query}
+        build_nodes(db, None, merged)
+        self.filters = merged
+
+    def clear_filters(self) -> None:
+        """Forget every filter."""
+        self.filters = {}
+
+    def add_alias(self, db: Broker, name: str, query: AliasQuery) -> None:
+        """Name ``query`` (a dict, parsed now, or a callable returning one) as ``db.<name>``."""
+        if not isinstance(query, Mapping) and not callable(query):
+            raise TypeError(f"dynamic_alias needs a callable returning a query dict, not {query!r}.")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"An alias must be a Python identifier, not {name!r}.")
+        if hasattr(type(db), name) or name in vars(db):
+            raise ValueError(f"{name!r} is already an attribute of Broker; choose another alias name.")
+        if isinstance(query, Mapping):
+            build_nodes(db, None, query)
+            query = dict(query)
+        self.aliases[name] = query
+
+    def query_of(self, db: Broker, name: str) -> dict | None:
+        """The conditions alias ``name`` stands for now (``None``: no such alias).
+
+        A function of no arguments is called as is; a function of one gets the broker.
+        """
+        if name not in self.aliases:
+            return None
+        query = self.aliases[name]
+        if callable(query):
+            return query(db) if _takes_an_argument(query) else query()
+        return query
+
+
+def _takes_an_argument(func: Callable) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.default is p.empty and p.kind in positional for p in params)
 
 
 class Results:

@@ -130,7 +130,7 @@ def test_round_trip(served, run_name):
     got_descriptors = [d for n, d in docs if n == "descriptor"]
     want_descriptors = run.descriptors()
     assert len(got_descriptors) == len(want_descriptors)
-    for got, want in zip(got_descriptors, want_descriptors):
+    for got, want in zip(got_descriptors, want_descriptors, strict=True):
         for field in DESCRIPTOR_FIELDS:
             assert plain(got[field]) == plain(want[field]), field
         assert plain(got) == plain(want)
@@ -145,7 +145,7 @@ def test_round_trip(served, run_name):
     got_events = [d for n, d in docs if n == "event"]
     want_events = [] if run.written_without_stop else run.events()
     assert len(got_events) == len(want_events)
-    for got, want in zip(got_events, want_events):
+    for got, want in zip(got_events, want_events, strict=True):
         assert got["seq_num"] == want["seq_num"]
         assert got["time"] == want["time"]
         assert got["descriptor"] == want["descriptor"]

@@ -33,7 +33,7 @@ def test_attribute_access(served, db):
     assert h.start.sample["thickness_mm"] == 0.5
     assert h.stop.exit_status == "success"
     with pytest.raises(AttributeError, match="no key 'nope'"):
-        h.start.nope
+        _ = h.start.nope
 
 
 @pytest.mark.parametrize("name", WITH_STREAMS)
@@ -114,8 +114,8 @@ def test_mapping_protocol_equality_and_display(served, db):
 def test_descriptors_are_fetched_once(served, db, count_requests):
     h = db[served.runs["scan"].uid]
     with count_requests(served.client) as counter:
-        h.descriptors
-        h.stream_names
+        _ = h.descriptors
+        _ = h.stream_names
         h.fields()
         h.config_data("det")
     assert counter.count == 1

@@ -309,7 +309,7 @@ def test_table_fill_reads_frames(image_catalog):
     written = image_catalog.runs["hdf5"]
     table = h.table(fill=True)
     assert list(table.index) == list(range(1, H5_EVENTS + 1))
-    for i, (frame, total) in enumerate(zip(table["cam_image"], table["cam_total"])):
+    for i, (frame, total) in enumerate(zip(table["cam_image"], table["cam_total"], strict=True)):
         numpy.testing.assert_array_equal(frame, h5_frames()[i])
         assert total == written.events()[i]["data"]["cam_total"]
     unfilled = h.table(fill=False)
@@ -331,7 +331,7 @@ def test_table_fill_npy_run(db, served):
 
 def test_data_yields_frames_lazily(image_catalog, count_requests):
     h = _header(image_catalog, "hdf5")
-    h.descriptors  # streams and descriptors fetched before counting
+    _ = h.descriptors  # streams and descriptors fetched before counting
     from databroker_compat.images import array_nodes
 
     array_nodes(h, "primary")

@@ -37,6 +37,7 @@ __all__ = [
     "resource_uid_for",
     "resolve_fields",
     "run_documents",
+    "runs_documents",
     "to_plain",
 ]
 
@@ -252,6 +253,35 @@ def run_documents(
             if doc is DROP:
                 continue
         yield name, hook(name, doc)
+
+
+def runs_documents(
+    runs: Sequence[Run],
+    *,
+    stream_name: Any = None,
+    fields: Any = None,
+    fill: bool = False,
+    event_pages: bool = False,
+    prepare_hook: Callable[[str, dict], Any] | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """The document streams of several runs, one after the other (``fields`` as v1 read them).
+
+    ``fields`` (names or regular expressions) is checked now: a field no run holds
+    raises ``UnknownField`` before any document is read. The other parameters are
+    those of :func:`run_documents`.
+
+    >>> [name for name, _ in runs_documents([h.run for h in db[-2:]])]   # doctest: +SKIP
+    ['start', 'descriptor', 'event', 'stop', 'start', 'descriptor', 'event', 'stop']
+    """
+    selections = resolve_fields(runs, fields)
+
+    def generate() -> Iterator[tuple[str, Any]]:
+        for run, selected in zip(runs, selections, strict=True):
+            yield from run_documents(
+                run, stream_name=stream_name, fields=selected, fill=fill, event_pages=event_pages, prepare_hook=prepare_hook
+            )
+
+    return generate()
 
 
 def resolve_fields(runs: Sequence[Run], fields: Any) -> list[set[str] | None]:

@@ -34,7 +34,7 @@ def test_document_attribute_access_and_copies():
     d = Document({"plan_name": "scan", "sample": {"name": "Si"}, "list": [1]})
     assert d.plan_name == "scan" and d.sample.name == "Si" and isinstance(d.sample, Document)
     with pytest.raises(AttributeError, match="no key 'nope'"):
-        d.nope
+        _ = d.nope
     assert "plan_name" in dir(d)
     assert type(copy.copy(d)) is Document and copy.deepcopy(d) == d
     assert copy.deepcopy(d)["sample"] is not d["sample"]
