@@ -48,22 +48,6 @@ def oldest_first(container: Container) -> Container:
     return container.sort((TIME_KEY, 1))
 
 
-def _by_recency(container: Container, key: Recent, where: str) -> BaseClient:
-    items = newest_first(container).values()
-    try:
-        return items[-key.index - 1]
-    except IndexError:
-        raise RunNotFound(f"No run at index {key.index}: {where} holds fewer than {-key.index} runs.", key=key.index) from None
-
-
-def _by_scan_id(container: Container, key: ScanId, where: str) -> BaseClient:
-    found = newest_first(container.search(Key("start.scan_id") == key.scan_id)).values()
-    try:
-        return found[0]
-    except IndexError:
-        raise _no_scan_id(key, where) from None
-
-
 # -- the messages both resolvers give ------------------------------------------------
 def _no_scan_id(key: ScanId, where: str) -> RunNotFound:
     return RunNotFound(
@@ -84,6 +68,22 @@ def _ambiguous(text: str, uids: list[str], many: str) -> AmbiguousKey:
         key=text,
         candidates=uids,
     )
+
+
+def _by_recency(container: Container, key: Recent, where: str) -> BaseClient:
+    items = newest_first(container).values()
+    try:
+        return items[-key.index - 1]
+    except IndexError:
+        raise RunNotFound(f"No run at index {key.index}: fewer than {-key.index} runs in {where}.", key=key.index) from None
+
+
+def _by_scan_id(container: Container, key: ScanId, where: str) -> BaseClient:
+    found = newest_first(container.search(Key("start.scan_id") == key.scan_id)).values()
+    try:
+        return found[0]
+    except IndexError:
+        raise _no_scan_id(key, where) from None
 
 
 def _start_uid(run: BaseClient) -> str:
@@ -176,7 +176,7 @@ def runs_in_list(runs: list, key: Any, *, where: str = SEARCH_RESULTS, subject: 
         try:
             return runs[parsed.index]
         except IndexError:
-            raise RunNotFound(f"No run at index {parsed.index}: {where} hold {len(runs)} runs.", key=parsed.index) from None
+            raise RunNotFound(f"No run at index {parsed.index}: {len(runs)} runs in {where}.", key=parsed.index) from None
     if isinstance(parsed, ScanId):
         for run in reversed(runs):
             if run.metadata["start"].get("scan_id") == parsed.scan_id:

@@ -114,7 +114,7 @@ def test_client_side_lookup():
 
 
 def test_client_side_lookup_errors():
-    with pytest.raises(RunNotFound, match="these search results hold 4 runs") as err:
+    with pytest.raises(RunNotFound, match="-5: 4 runs in these search results") as err:
         runs_in_list(RUNS, -5)
     assert err.value.key == -5
     with pytest.raises(RunNotFound, match="No run with scan_id 9 in these search results"):
