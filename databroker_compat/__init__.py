@@ -8,7 +8,7 @@
 from ._version import __version__
 from .broker import Broker
 from .config import list_configs, lookup_config, temp_config
-from .embedded import temp
+from .broker import temp
 from .exceptions import (
     AmbiguousKey,
     BadKey,

@@ -238,13 +238,30 @@ def test_from_config_and_get_config(served):
 
 TEMP_SCRIPT = """
 import json
+from urllib.parse import urlsplit
+
+import httpx
+
 from databroker_compat import Broker, temp_config
+
+def answers(uri):
+    try:
+        httpx.get(uri, timeout=5)
+    except httpx.TransportError:
+        return False
+    return True
+
 out = {}
 with Broker.from_config(temp_config()) as db:
     out["config"] = db.get_config()
-    out["embedded"] = db._server is not None
+    uri = str(db.v2.context.api_uri)
     out["runs"] = len(list(db.v2))
     out["name"] = db.name
+    # The broker owns an embedded server: one in this process, on this machine...
+    local = urlsplit(uri).hostname in ("127.0.0.1", "localhost")
+    serving = answers(uri)
+# ... which closing the broker stops.
+out["embedded"] = local and serving and not answers(uri)
 print(json.dumps(out))
 """
 
