@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
-import pathlib
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Union
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["start"]
 
-PathLike = Union[str, pathlib.Path]
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 def start(directory: PathLike | None = None, *, readable_storage: Any = None) -> tuple[Container, Callable[[], None]]:

@@ -11,17 +11,16 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import mongoquery
 import pytest
+from helpers import jsonable, new_container, synthetic_run, write_docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from databroker_compat import Broker, QueryNotSupported, Results, RunNotFound
-from databroker_compat.queries import normalize_time
-from helpers import jsonable, new_container, synthetic_run, write_docs
 
 # (id, keyword arguments of db(...), the same query on {"start": ..., "stop": ...}, must match something)
 QUERIES = [
@@ -198,26 +197,6 @@ def test_since_until_strings_read_in_the_broker_time_zone(served, zone):
     assert [h.uid for h in db(since=since_text, until=until_text)] == expected
 
 
-def _utc(*args) -> float:
-    return datetime(*args, tzinfo=timezone.utc).timestamp()
-
-
-def test_since_and_until_formats_v1_accepted():
-    utc = "UTC"
-    assert normalize_time("2024", utc) == _utc(2024, 1, 1)
-    assert normalize_time("2024-02", utc) == _utc(2024, 2, 1)
-    assert normalize_time("2024-02-03", utc) == _utc(2024, 2, 3)
-    assert normalize_time("2024-02-03 10", utc) == _utc(2024, 2, 3, 10)
-    assert normalize_time("2024-02-03 10:30", utc) == _utc(2024, 2, 3, 10, 30)
-    assert normalize_time("2024-02-03 10:30:05.5", utc) == _utc(2024, 2, 3, 10, 30, 5, 500000)
-    # ISO 8601 with an offset ignores the broker's zone; naive strings use it (with DST).
-    assert normalize_time("2024-02-03T10:30:05+01:00", "Asia/Tokyo") == _utc(2024, 2, 3, 9, 30, 5)
-    assert normalize_time("2024-07-01", "Europe/Paris") == _utc(2024, 6, 30, 22)
-    assert normalize_time("2024-01-01", "Europe/Paris") == _utc(2023, 12, 31, 23)
-    assert normalize_time(datetime(2024, 1, 1), "Europe/Paris") == _utc(2023, 12, 31, 23)
-    assert normalize_time(1700000000, utc) == 1700000000.0
-
-
 def test_bad_time_says_which_formats_work(simple_served):
     db = simple_served.broker()
     with pytest.raises(QueryNotSupported, match="%Y-%m-%d"):
@@ -344,7 +323,7 @@ def test_aliases(served):
     with pytest.raises(ValueError, match="already an attribute"):
         db.alias("get_table", plan_name="x")
     with pytest.raises(AttributeError):
-        db.no_such_alias
+        _ = db.no_such_alias
 
 
 def test_stats_and_stream_helpers(served, db):

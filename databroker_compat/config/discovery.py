@@ -219,7 +219,8 @@ def kind_of_source(entry: Any) -> str:
     """
     driver = entry.get("driver") if isinstance(entry, dict) else None
     if isinstance(driver, dict):  # intake's {name: {class: ...}} form
-        driver = next(iter(driver.values()), {}).get("class")
+        first: Any = next(iter(driver.values()), {})
+        driver = first.get("class") if isinstance(first, dict) else None
     if driver in OUR_DRIVERS or driver in INTAKE_TILED_DRIVERS:
         return "intake-tiled"
     if driver in MONGO_NORMALIZED_DRIVERS or driver in MONGO_EMBEDDED_DRIVERS:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
 from .._redact import redact
@@ -38,7 +38,7 @@ __all__ = ["TILED_KEYS", "Opened", "StartEmbedded", "config_for_client", "open_c
 #: Keys allowed in a configuration's ``tiled:`` section.
 TILED_KEYS = frozenset({"uri", "api_key", "profile", "path", "verify", "headers", "embedded"})
 
-PathLike = Union[str, Path]
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 class StartEmbedded(Protocol):
