@@ -23,9 +23,7 @@ MASK = "***"
 # The password runs to the first "@": one with an unescaped "/" (not a valid URI, yet
 # written in configurations) is masked too, rather than printed. A port followed by a
 # path or query ("http://host:8000/x?owner=a@b") is not a password.
-_USERINFO = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>(?!\d+[/?#])[^@\s]*)@"
-)
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>(?!\d+[/?#])[^@\s]*)@")
 # A value runs to the next "&", space or quote; an intake reference {{ env("X") }} is one value.
 _QUERY_SECRET = re.compile(
     r"(?P<name>\b(?:api_key|apikey|password|passwd|pwd|token|access_token|secret)=)(?P<value>\{\{.*?\}\}|[^&\s'\"]+)",

@@ -124,6 +124,4 @@ def to_timestamp(value: Any, timezone: str | None = None, *, name: str = "time")
         if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
             value = value.replace(tzinfo=zone(timezone))
         return value.timestamp()
-    raise BadTime(
-        f"{name} takes a date string, a datetime or a timestamp, not {type(value).__name__}.", value=value
-    )
+    raise BadTime(f"{name} takes a date string, a datetime or a timestamp, not {type(value).__name__}.", value=value)

@@ -19,7 +19,14 @@ from databroker_compat import (
     lookup_config,
     temp_config,
 )
-from databroker_compat.config import config_search_path, intake_search_path, mongo_sources
+from databroker_compat.config import (
+    Opened,
+    config_for_client,
+    config_search_path,
+    intake_search_path,
+    mongo_sources,
+    open_config,
+)
 
 
 @pytest.fixture
@@ -234,6 +241,27 @@ def test_from_config_and_get_config(served):
     assert_reads_run(Broker.from_config(with_key), served.runs["scan"])
     special = Broker(served.special())
     assert special.get_config()["tiled"]["path"] == "bluesky"
+
+
+def test_open_config_gives_a_client_and_the_config_as_written(served, monkeypatch):
+    base, key = split_key(served.uri)
+    monkeypatch.setenv("DBC_TEST_OPEN_KEY", key)
+    config = {"timezone": "UTC", "tiled": {"uri": base, "api_key": "${DBC_TEST_OPEN_KEY}"}}
+    opened = open_config(config, name="direct")
+    assert isinstance(opened, Opened)
+    assert (opened.name, opened.timezone, opened.close) == ("direct", "UTC", None)
+    assert opened.config == config and opened.config is not config
+    assert opened.client[served.runs["scan"].uid].metadata["start"]["uid"] == served.runs["scan"].uid
+    described = config_for_client(opened.client, timezone="UTC")
+    assert described["timezone"] == "UTC"
+    assert described["tiled"]["uri"].rstrip("/") == base.rstrip("/")
+    assert "path" not in described["tiled"]  # the root has no path
+    assert config_for_client(served.special())["tiled"]["path"] == "bluesky"
+
+
+def test_open_config_needs_a_way_to_start_an_embedded_server():
+    with pytest.raises(ConfigError, match="runs an embedded Tiled server, and no way to start one was given"):
+        open_config(temp_config())
 
 
 TEMP_SCRIPT = """

@@ -294,8 +294,8 @@ def config_for_client(client: Container, *, timezone: str | None = None) -> dict
     """
     uri = str(client.context.api_uri)
     built: dict[str, Any] = {"tiled": {"uri": uri.split("?")[0]}}
-    path = getattr(client, "path_parts", None)
-    if path:
+    path = [part for part in getattr(client, "path_parts", None) or () if part]
+    if path:  # a node inside the server (the root's parts are empty)
         built["tiled"]["path"] = "/".join(path)
     if timezone is not None:
         built["timezone"] = timezone
