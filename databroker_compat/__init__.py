@@ -6,12 +6,13 @@
 """
 
 from ._version import __version__
-from .broker import Broker
+from .broker import Broker, temp
 from .config import list_configs, lookup_config, temp_config
-from .embedded import temp
 from .exceptions import (
     AmbiguousKey,
+    BadArgument,
     BadKey,
+    BadTime,
     ConfigError,
     ConfigNotFound,
     DatabrokerCompatError,
@@ -30,7 +31,9 @@ from .results import Results
 __all__ = [
     "ALL",
     "AmbiguousKey",
+    "BadArgument",
     "BadKey",
+    "BadTime",
     "Broker",
     "ConfigError",
     "ConfigNotFound",

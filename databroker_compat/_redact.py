@@ -2,7 +2,8 @@
 
 Secrets come in a few shapes, and :func:`redact` masks each of them:
 
-- the password of a URI's user info: ``scheme://user:password@host`` → ``scheme://user:***@host``;
+- the password of a URI's user info: ``scheme://user:password@host`` → ``scheme://user:***@host``
+  (any scheme: ``mongodb``, ``mongodb+srv``, ``http``, ``postgresql``...);
 - secret query or key=value parameters: ``api_key=``, ``apikey=``, ``password=``, ``passwd=``,
   ``pwd=``, ``token=``, ``access_token=``, ``secret=`` (any case) → ``name=***``.
 
@@ -19,9 +20,13 @@ __all__ = ["MASK", "redact"]
 
 MASK = "***"
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s/]*)@")
+# The password runs to the first "@": one with an unescaped "/" (not a valid URI, yet
+# written in configurations) is masked too, rather than printed. A port followed by a
+# path or query ("http://host:8000/x?owner=a@b") is not a password.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>(?!\d+[/?#])[^@\s]*)@")
+# A value runs to the next "&", space or quote; an intake reference {{ env("X") }} is one value.
 _QUERY_SECRET = re.compile(
-    r"(?P<name>\b(?:api_key|apikey|password|passwd|pwd|token|access_token|secret)=)(?P<value>[^&\s'\"]+)",
+    r"(?P<name>\b(?:api_key|apikey|password|passwd|pwd|token|access_token|secret)=)(?P<value>\{\{.*?\}\}|[^&\s'\"]+)",
     re.IGNORECASE,
 )
 # A value that names an environment variable instead of holding the secret.

@@ -5,7 +5,10 @@ The zone rule, the same everywhere: numbers are POSIX timestamps; a string or a
 ``datetime``) means that instant; a string, ``date`` or naive ``datetime`` without
 one is read in the time zone given — the broker's ``timezone`` for searches, the
 migration's ``--timezone`` for its selection — and in this machine's local time zone
-when none is given, as databroker v1 read ``since``/``until``.
+when none is given, as databroker v1 read ``since``/``until``. A naive time that the
+zone skips or repeats (a daylight-saving change) is read with the offset in force
+before the change (Python's ``fold=0``): in New York ``"2019-03-10 02:30"`` is 07:30 UTC
+and ``"2019-11-03 01:30"`` is 05:30 UTC.
 
 Strings take the formats v1 accepted (``"2024"``, ``"2024-02"``, ``"2024-02-03"``,
 ``"2024-02-03 10"``, ``"2024-02-03 10:30"``, ``"2024-02-03 10:30:05"``, with optional
@@ -121,6 +124,4 @@ def to_timestamp(value: Any, timezone: str | None = None, *, name: str = "time")
         if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
             value = value.replace(tzinfo=zone(timezone))
         return value.timestamp()
-    raise BadTime(
-        f"{name} takes a date string, a datetime or a timestamp, not {type(value).__name__}.", value=value
-    )
+    raise BadTime(f"{name} takes a date string, a datetime or a timestamp, not {type(value).__name__}.", value=value)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Iterator
+from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from . import _tiled, documents, images, tables
+from .config import config_for_client, open_config, open_named
+from .embedded import start as start_embedded
 from .handlers import HandlerRegistry, warn_handlers_unused
 from .header import Header, Headers, as_headers
 from .layout import ALL
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ALL", "Broker"]
+__all__ = ["ALL", "Broker", "temp"]
 
 class Broker:
     """The databroker v1 API over a Tiled container whose children are Bluesky runs.
@@ -68,7 +71,6 @@ class Broker:
         self._searches = SavedSearches()  # filters and aliases
         self._writer: Callable[[str, dict], Any] | None = None  # the TiledWriter of insert(), made on first use
         self._handler_registry: HandlerRegistry | None = None  # db.reg, made on first use
-        self._server = None  # TRANSITIONAL: replaced by _on_close when config/embedded return clients
 
     # -- Tiled access ---------------------------------------------------------
     @property
@@ -95,38 +97,90 @@ class Broker:
         """
         return Header(self, run)
 
-    # -- configuration (see config.py) ----------------------------------------------
+    # -- configuration (see the config package) --------------------------------------
     @classmethod
-    def named(cls, name: str, *, timezone: str | None = None) -> "Broker":
+    def named(cls, name: str, *, timezone: str | None = None) -> Broker:
         """The broker configured under ``name``: a Tiled profile, ``<name>.yml`` or an intake source.
 
-        See :mod:`databroker_compat.config` for the search order and the file schema.
+        See :mod:`databroker_compat.config` for the search order and the file schema;
+        ``"temp"`` gives a broker over a new embedded server. ``timezone`` overrides the
+        configuration's.
+
+        Raises
+        ------
+        ConfigNotFound
+            No configuration of that name (a ``FileNotFoundError``, as v1).
+        MongoConfigNeedsMigration
+            The only configuration of that name points at MongoDB; the message gives the
+            ``databroker-migrate`` command that moves its data into Tiled.
+        ConfigError
+            The configuration is malformed (unknown keys, unset environment variables).
 
         >>> db = Broker.named("csx")      # doctest: +SKIP
         """
-        from .config import named
-
-        return named(name, timezone=timezone)
+        opened = open_named(name, start_embedded=start_embedded)
+        return cls(
+            opened.client,
+            timezone=timezone if timezone is not None else opened.timezone,
+            name=opened.name,
+            config=opened.config,
+            on_close=opened.close,
+        )
 
     @classmethod
-    def from_config(cls, config: dict, auto_register: bool = True, name: str | None = None) -> "Broker":
+    def from_config(cls, config: dict, auto_register: bool = True, name: str | None = None) -> Broker:
         """A broker from a configuration dict: ``{"tiled": {"uri": ..., "api_key": ...}}``.
 
-        >>> db = Broker.from_config({"tiled": {"uri": "http://localhost:8000"}})   # doctest: +SKIP
-        """
-        from .config import from_config
+        ``${ENV}`` references are expanded when the broker is built; :meth:`get_config`
+        gives the dict as written. ``auto_register`` is accepted for v1 scripts (the Tiled
+        server reads detector files itself).
 
-        return from_config(config, auto_register=auto_register, name=name)
+        >>> db = Broker.from_config({"tiled": {"uri": "http://localhost:8000"}})   # doctest: +SKIP
+        >>> db.get_config()["tiled"]["uri"]                                          # doctest: +SKIP
+        'http://localhost:8000'
+        """
+        opened = open_config(config, name=name, auto_register=auto_register, start_embedded=start_embedded)
+        return cls(
+            opened.client, timezone=opened.timezone, name=opened.name, config=opened.config, on_close=opened.close
+        )
+
+    @classmethod
+    def temp(
+        cls, directory: str | PathLike[str] | None = None, *, readable_storage: Any = None, timezone: str | None = None
+    ) -> Broker:
+        """A broker over a new embedded Tiled server (``SimpleTiledServer``) in this process.
+
+        Parameters
+        ----------
+        directory : path, optional
+            Where the server keeps its catalog and data. Temporary (deleted when the
+            broker closes, or at exit) by default; give a directory to keep the runs.
+        readable_storage : path or list of paths, optional
+            Directories of detector files the server may read (external data).
+        timezone : str, optional
+            As the ``Broker`` parameter.
+
+        ``close()`` (or leaving a ``with`` block) stops the server. Needs the server
+        extra: ``pip install "databroker-compat[demo]"``.
+
+        >>> with Broker.temp() as db:          # doctest: +SKIP
+        ...     RE.subscribe(db.insert)
+        """
+        client, close = start_embedded(directory, readable_storage=readable_storage)
+        return cls(client, timezone=timezone, name="temp", on_close=close)
 
     def get_config(self) -> dict:
         """The configuration this broker was built from (secrets as written, ``${ENV}`` unexpanded).
 
+        For a broker built from a client directly, ``{"tiled": {"uri": ...}}`` with the
+        server's address and node path (the API key is left out), and its ``timezone``.
+
         >>> Broker.named("csx").get_config()["tiled"]["uri"]     # doctest: +SKIP
         'https://tiled.example.org/api/v1'
         """
-        from .config import get_config
-
-        return get_config(self)
+        if self._config is not None:
+            return copy.deepcopy(self._config)
+        return config_for_client(self._client, timezone=self.timezone)
 
     # -- lookup -----------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
@@ -440,17 +494,18 @@ class Broker:
 
     # -- lifetime -------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the embedded server, if this broker started one."""
-        if self._server is not None:
-            from .embedded import _close_quietly
+        """Stop what this broker started (an embedded server); later calls do nothing.
 
-            server, self._server = self._server, None
-            _close_quietly(server)
+        >>> db = Broker.temp(); db.close(); db.close()     # doctest: +SKIP
+        """
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
-    def __enter__(self):
+    def __enter__(self) -> Broker:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -463,3 +518,14 @@ def _wrap(db: Broker, found: Any) -> Any:
     if isinstance(found, list):
         return [_wrap(db, f) for f in found]
     return db.header_of(found)
+
+
+def temp(
+    directory: str | PathLike[str] | None = None, *, readable_storage: Any = None, timezone: str | None = None
+) -> Broker:
+    """A :class:`Broker` over a new embedded Tiled server: :meth:`Broker.temp` (v1's ``temp()``).
+
+    >>> db = temp()                      # doctest: +SKIP
+    >>> RE.subscribe(db.insert)          # doctest: +SKIP
+    """
+    return Broker.temp(directory, readable_storage=readable_storage, timezone=timezone)

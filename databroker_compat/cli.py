@@ -6,6 +6,8 @@ import logging
 
 import typer
 
+from .demo import run_demo
+
 app = typer.Typer(help="databroker v1 API over Tiled: demos and tools.", no_args_is_help=True)
 
 
@@ -18,8 +20,6 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 @app.command()
 def demo() -> None:
     """Record a few runs into an embedded Tiled server and show the v1 API on them."""
-    from .demo import run_demo
-
     run_demo(echo=typer.echo)
 
 

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import pathlib
 import tempfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .broker import temp
+
+if TYPE_CHECKING:
+    from tiled.client.container import Container
 
 
-def record_demo_runs(client, data_dir: pathlib.Path) -> list[str]:
+def record_demo_runs(client: Container, data_dir: pathlib.Path) -> list[str]:
     """Record a count, a scan with a baseline stream and an image run through ``TiledWriter``.
 
     Returns the uids, oldest first. Image files are written into ``data_dir``.
     """
     import bluesky.plans as bp
+    import numpy
     from bluesky import RunEngine
     from bluesky.preprocessors import SupplementalData
     from bluesky_tiled_plugins import TiledWriter
     from ophyd.sim import SynSignalWithRegistry, det, det1, motor, motor1
-
-    import numpy
 
     RE = RunEngine({}, call_returns_result=False)
     RE.subscribe(TiledWriter(client))
@@ -27,20 +33,23 @@ def record_demo_runs(client, data_dir: pathlib.Path) -> list[str]:
         labels={"detectors"},
         save_path=str(data_dir),
     )
-    uids = []
-    uids += RE(bp.count([det], 3), sample="demo sample", purpose="demo")
+    uids: list[str] = []
+
+    def record(plan: Any, **md: Any) -> None:
+        # With call_returns_result=False the RunEngine returns the tuple of run uids.
+        uids.extend(RE(plan, **md))  # type: ignore[arg-type]
+
+    record(bp.count([det], 3), sample="demo sample", purpose="demo")
     sd = SupplementalData(baseline=[det1, motor1])
     RE.preprocessors.append(sd)
-    uids += RE(bp.scan([det], motor, -1, 1, 5), sample={"name": "Si", "thickness_mm": 0.5})
+    record(bp.scan([det], motor, -1, 1, 5), sample={"name": "Si", "thickness_mm": 0.5})
     RE.preprocessors.clear()
-    uids += RE(bp.count([img, det], 4), sample="demo sample")
-    return list(uids)
+    record(bp.count([img, det], 4), sample="demo sample")
+    return uids
 
 
-def run_demo(echo=print) -> None:
+def run_demo(echo: Callable[[str], Any] = print) -> None:
     """Start an embedded server, record runs, and show databroker v1 calls on them."""
-    from .embedded import temp
-
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="databroker-compat-demo-"))
     db = temp(readable_storage=[data_dir])
     try:

@@ -31,6 +31,8 @@ arguments given when it is raised (``RunNotFound(msg, key=42)``) become attribut
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AmbiguousKey",
     "BadArgument",
@@ -62,11 +64,11 @@ class DatabrokerCompatError(Exception):
         for name, value in context.items():
             setattr(self, name, value)
 
-    def __reduce__(self):  # keep the context across pickling (dask workers)
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the context across pickling (dask workers)
         return (_rebuild, (type(self), self.args, self.context))
 
 
-def _rebuild(cls, args, context):
+def _rebuild(cls: type[DatabrokerCompatError], args: tuple[Any, ...], context: dict[str, Any]) -> DatabrokerCompatError:
     return cls(*args, **context)
 
 

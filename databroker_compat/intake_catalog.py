@@ -32,13 +32,14 @@ from intake.readers import BaseReader, datatypes
 from intake.source.base import DataSource, Schema
 
 from ._version import __version__
+from .broker import Broker
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BrokerReader", "BrokerSource"]
 
 
-def _config(uri, api_key, profile, path, timezone) -> dict:
+def _config(uri: str | None, api_key: str | None, profile: str | None, path: str | None, timezone: str | None) -> dict:
     section: dict[str, Any] = {}
     if uri is not None:
         section["uri"] = uri
@@ -94,13 +95,11 @@ class BrokerSource(DataSource):
     def _get_schema(self) -> Schema:
         return Schema(datashape=None, dtype=None, shape=None, npartitions=1, extra_metadata={})
 
-    def read(self):
+    def read(self) -> Broker:
         """The :class:`Broker` over the configured server."""
-        from .config import from_config
+        return Broker.from_config(self._broker_config, name=self.name if self.name != "databroker-compat" else None)
 
-        return from_config(self._broker_config, name=self.name if self.name != "databroker-compat" else None)
-
-    def to_dask(self):
+    def to_dask(self) -> Broker:
         """Same as :meth:`read`: a Broker has no dask form."""
         return self.read()
 
@@ -120,11 +119,14 @@ class BrokerReader(BaseReader):
     output_instance = "databroker_compat.broker:Broker"
 
     def _read(
-        self, data, api_key: str | None = None, path: str | None = None, timezone: str | None = None, **kw
-    ):
-        from .config import from_config
-
+        self,
+        data: datatypes.TiledService,
+        api_key: str | None = None,
+        path: str | None = None,
+        timezone: str | None = None,
+        **kw: Any,
+    ) -> Broker:
         api_key = api_key if api_key is not None else (data.options or {}).get("api_key")
         if kw:
             logger.info("BrokerReader ignores options %s", sorted(kw))
-        return from_config(_config(data.url, api_key, None, path, timezone))
+        return Broker.from_config(_config(data.url, api_key, None, path, timezone))

@@ -19,7 +19,14 @@ from databroker_compat import (
     lookup_config,
     temp_config,
 )
-from databroker_compat.config import config_search_path, intake_search_path, mongo_sources
+from databroker_compat.config import (
+    Opened,
+    config_for_client,
+    config_search_path,
+    intake_search_path,
+    mongo_sources,
+    open_config,
+)
 
 
 @pytest.fixture
@@ -236,15 +243,53 @@ def test_from_config_and_get_config(served):
     assert special.get_config()["tiled"]["path"] == "bluesky"
 
 
+def test_open_config_gives_a_client_and_the_config_as_written(served, monkeypatch):
+    base, key = split_key(served.uri)
+    monkeypatch.setenv("DBC_TEST_OPEN_KEY", key)
+    config = {"timezone": "UTC", "tiled": {"uri": base, "api_key": "${DBC_TEST_OPEN_KEY}"}}
+    opened = open_config(config, name="direct")
+    assert isinstance(opened, Opened)
+    assert (opened.name, opened.timezone, opened.close) == ("direct", "UTC", None)
+    assert opened.config == config and opened.config is not config
+    assert opened.client[served.runs["scan"].uid].metadata["start"]["uid"] == served.runs["scan"].uid
+    described = config_for_client(opened.client, timezone="UTC")
+    assert described["timezone"] == "UTC"
+    assert described["tiled"]["uri"].rstrip("/") == base.rstrip("/")
+    assert "path" not in described["tiled"]  # the root has no path
+    assert config_for_client(served.special())["tiled"]["path"] == "bluesky"
+
+
+def test_open_config_needs_a_way_to_start_an_embedded_server():
+    with pytest.raises(ConfigError, match="runs an embedded Tiled server, and no way to start one was given"):
+        open_config(temp_config())
+
+
 TEMP_SCRIPT = """
 import json
+from urllib.parse import urlsplit
+
+import httpx
+
 from databroker_compat import Broker, temp_config
+
+def answers(uri):
+    try:
+        httpx.get(uri, timeout=5)
+    except httpx.TransportError:
+        return False
+    return True
+
 out = {}
 with Broker.from_config(temp_config()) as db:
     out["config"] = db.get_config()
-    out["embedded"] = db._server is not None
+    uri = str(db.v2.context.api_uri)
     out["runs"] = len(list(db.v2))
     out["name"] = db.name
+    # The broker owns an embedded server: one in this process, on this machine...
+    local = urlsplit(uri).hostname in ("127.0.0.1", "localhost")
+    serving = answers(uri)
+# ... which closing the broker stops.
+out["embedded"] = local and serving and not answers(uri)
 print(json.dumps(out))
 """
 
@@ -353,7 +398,6 @@ def test_wrong_key(served):
 
 def test_unreachable_server():
     import stamina  # tiled's retry library: one attempt instead of retrying for 45 s
-
     from servers import free_port
 
     with stamina.set_testing(True, attempts=1):
@@ -461,7 +505,6 @@ def test_mongo_sources_errors(dirs, tmp_path):
 def legacy_wire(recorded):
     """The recorded "count" and "scan" runs in a mongomock database served over a real socket."""
     import mongomock
-
     from migration_source import insert_recorded
     from mongo_wire import MongoWireServer
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import mongoquery
 import pytest
+from helpers import jsonable, new_container, synthetic_run, write_docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from query_cases import MIXED, MIXED_QUERIES, MIXED_TEXT
 
 from databroker_compat import Broker, QueryNotSupported, Results, RunNotFound
-from databroker_compat.queries import normalize_time
-from helpers import jsonable, new_container, synthetic_run, write_docs
 
 # (id, keyword arguments of db(...), the same query on {"start": ..., "stop": ...}, must match something)
 QUERIES = [
@@ -198,26 +198,6 @@ def test_since_until_strings_read_in_the_broker_time_zone(served, zone):
     assert [h.uid for h in db(since=since_text, until=until_text)] == expected
 
 
-def _utc(*args) -> float:
-    return datetime(*args, tzinfo=timezone.utc).timestamp()
-
-
-def test_since_and_until_formats_v1_accepted():
-    utc = "UTC"
-    assert normalize_time("2024", utc) == _utc(2024, 1, 1)
-    assert normalize_time("2024-02", utc) == _utc(2024, 2, 1)
-    assert normalize_time("2024-02-03", utc) == _utc(2024, 2, 3)
-    assert normalize_time("2024-02-03 10", utc) == _utc(2024, 2, 3, 10)
-    assert normalize_time("2024-02-03 10:30", utc) == _utc(2024, 2, 3, 10, 30)
-    assert normalize_time("2024-02-03 10:30:05.5", utc) == _utc(2024, 2, 3, 10, 30, 5, 500000)
-    # ISO 8601 with an offset ignores the broker's zone; naive strings use it (with DST).
-    assert normalize_time("2024-02-03T10:30:05+01:00", "Asia/Tokyo") == _utc(2024, 2, 3, 9, 30, 5)
-    assert normalize_time("2024-07-01", "Europe/Paris") == _utc(2024, 6, 30, 22)
-    assert normalize_time("2024-01-01", "Europe/Paris") == _utc(2023, 12, 31, 23)
-    assert normalize_time(datetime(2024, 1, 1), "Europe/Paris") == _utc(2023, 12, 31, 23)
-    assert normalize_time(1700000000, utc) == 1700000000.0
-
-
 def test_bad_time_says_which_formats_work(simple_served):
     db = simple_served.broker()
     with pytest.raises(QueryNotSupported, match="%Y-%m-%d"):
@@ -344,7 +324,7 @@ def test_aliases(served):
     with pytest.raises(ValueError, match="already an attribute"):
         db.alias("get_table", plan_name="x")
     with pytest.raises(AttributeError):
-        db.no_such_alias
+        _ = db.no_such_alias
 
 
 def test_stats_and_stream_helpers(served, db):
@@ -357,15 +337,6 @@ def test_stats_and_stream_helpers(served, db):
 
 
 # -- keys that hold arrays in some runs only --------------------------------------
-MIXED = [
-    {"tag": "alpha", "level": 1, "flag": True},
-    {"tag": ["alpha", "beta"], "level": [1, 7]},
-    {"tag": ["gamma"], "level": 3, "info": [{"name": "Si"}, {"name": "Ge"}]},
-    {"tag": "beta", "level": 0, "info": {"name": "Si"}, "note": "scan of\nfoil\tsheet"},
-    {"tag": "alphabet", "level": "high", "flag": 1, "note": 'a "quoted" word, \\escaped'},
-]
-
-
 @pytest.fixture(scope="module")
 def mixed(served):
     """Own runs (in a child container) where keys hold scalars in some runs, arrays in others."""
@@ -379,42 +350,14 @@ def mixed(served):
     return Broker(container), uids
 
 
-# Expected by MongoDB semantics (mongoquery disagrees on arrays with $ne/$gt/$lt and
-# on booleans vs numbers): an array matches when any element does; true is not 1.
-@pytest.mark.parametrize(
-    "query,expected",
-    [
-        ({"tag": "alpha"}, [0, 1]),
-        ({"tag": "beta"}, [1, 3]),
-        ({"tag": {"$in": ["beta", "gamma"]}}, [1, 2, 3]),
-        ({"tag": {"$ne": "alpha"}}, [2, 3, 4]),
-        ({"tag": {"$nin": ["alpha", "gamma"]}}, [3, 4]),
-        ({"tag": {"$gt": "b"}}, [1, 2, 3]),
-        ({"tag": {"$regex": "^alpha"}}, [0, 1, 4]),
-        ({"level": {"$gt": 2}}, [1, 2]),
-        ({"level": {"$lt": 2}}, [0, 1, 3]),
-        ({"level": 1}, [0, 1]),
-        ({"level": 0}, [3]),
-        ({"level": {"$in": [0, 7]}}, [1, 3]),
-        ({"level": {"$gte": "a"}}, [4]),
-        ({"info.name": "Si"}, [2, 3]),
-        ({"info.name": {"$exists": True}}, [2, 3]),
-        ({"info": {"$exists": False}}, [0, 1, 4]),
-        ({"flag": 1}, [4]),
-        ({"flag": True}, [0]),
-        ({"flag": {"$gte": 1}}, [4]),
-    ],
-    ids=str,
-)
+# Expected by MongoDB semantics (see query_cases): an array matches when any element does; true is not 1.
+@pytest.mark.parametrize("query,expected", MIXED_QUERIES, ids=str)
 def test_mixed_arrays_and_scalars(mixed, query, expected):
     db, uids = mixed
     assert [h.uid for h in db(**query)] == [uids[i] for i in expected]
 
 
-@pytest.mark.parametrize(
-    "text,expected",
-    [("foil", [3]), ("sheet", [3]), ("quoted", [4]), ("escaped", [4]), ("alpha", [0, 1]), ("gamma Ge", [2])],
-)
+@pytest.mark.parametrize("text,expected", MIXED_TEXT)
 def test_text_search_finds_words_next_to_escaped_characters(mixed, text, expected):
     db, uids = mixed
     assert [h.uid for h in db(text)] == [uids[i] for i in expected]
