@@ -35,28 +35,29 @@ import os
 import sys
 import tempfile
 import time
-import tracemalloc
 import uuid
+from functools import partial
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent / "tests"
-sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import TESTS, peak_memory  # and tests/ on sys.path: servers, recorded, migration_source, mongo_wire
 
 
 def template_run():
+    """A count of det1 and det2 (one event) recorded from a RunEngine: the template of the synthetic runs."""
+    import copy
+
     from bluesky import RunEngine
     from bluesky.plans import count
     from ophyd.sim import det1, det2
+    from recorded import RecordedRun
 
-    from recorded import _Collector
-
+    run = RecordedRun("template")
     RE = RunEngine({}, call_returns_result=False)
-    collect = _Collector()
-    RE.subscribe(collect)
-    collect.begin("template")
+    RE.subscribe(lambda name, doc: run.docs.append((name, copy.deepcopy(doc))))
     RE(count([det1, det2], 1))
-    return collect.runs["template"]
+    return run
 
 
 def build_source(template, runs: int, events: int, time0: float, seed: int):
@@ -92,14 +93,21 @@ def ours(source, uids, client, state: Path, **kwargs) -> float:
     return elapsed
 
 
+def ours_over(wire: WireSource, uids, client, state: Path) -> float:
+    """``ours`` on a source opened (in the traced call) over the socket of ``wire``."""
+    return ours(wire.source(), uids, client, state)
+
+
+def naive_over(wire: WireSource, uids, client) -> float:
+    """``naive`` on a source opened (in the traced call) over the socket of ``wire``."""
+    return naive(wire.source(), uids, client)
+
+
 def peak(fn) -> float:
     """Peak MiB of the allocations traced while ``fn`` runs."""
-    tracemalloc.start()
-    try:
+    with peak_memory() as box:
         fn()
-        return tracemalloc.get_traced_memory()[1] / 2**20
-    finally:
-        tracemalloc.stop()
+    return box[0] / 2**20
 
 
 class WireSource:
@@ -218,8 +226,8 @@ def main() -> None:
                     spec_m, _, uids_m = build_source(template, 1, size, 1.2e9 + size, seed=size)
                     wire = WireSource(spec_m, tmp)
                     try:
-                        mb_ours = peak(lambda: ours(wire.source(), uids_m, target.container("mw"), tmp / f"mw{size}.jsonl"))
-                        mb_naive = peak(lambda: naive(wire.source(), uids_m, target.container("mn")))
+                        mb_ours = peak(partial(ours_over, wire, uids_m, target.container("mw"), tmp / f"mw{size}.jsonl"))
+                        mb_naive = peak(partial(naive_over, wire, uids_m, target.container("mn")))
                     finally:
                         wire.close()
                     print(f"    peak traced memory, 1 run x {size} events (source over a socket): naive {mb_naive:.1f} MiB, ours {mb_ours:.1f} MiB", flush=True)
