@@ -8,7 +8,7 @@ which side could not do what, with the error it raised.
 Usage::
 
     python bench/run_all.py                  # full sizes (about 20 minutes on 2 busy cores)
-    python bench/run_all.py --quick          # smoke run: every operation on a tiny catalog (2-3 minutes)
+    python bench/run_all.py --quick          # smoke run: every operation on a tiny catalog (about 2 minutes)
     python bench/run_all.py --docs docs/performance.md   # also rewrite the table there
     python bench/run_all.py --quick --output /tmp/table.md   # the same, into another file
     python bench/run_all.py --list           # the operations and what each compares, without running
@@ -68,7 +68,7 @@ from side_by_side.server import ExporterServer
 
 FULL = dict(small_runs=2000, small_events=5, with_events=150, long_events=100_000, frames=1000, frame_size=512,
             mongo_runs=20, mongo_events=1000, repeat=5, search_repeat=3)
-QUICK = dict(small_runs=60, small_events=5, with_events=150, long_events=5000, frames=50, frame_size=64,
+QUICK = dict(small_runs=30, small_events=5, with_events=150, long_events=5000, frames=50, frame_size=64,
              mongo_runs=3, mongo_events=100, repeat=2, search_repeat=1)
 
 HELP = {"with_events": "how many of the newest small runs have a primary stream",
