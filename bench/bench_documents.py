@@ -21,7 +21,12 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import detector_run, write
 
 
 def build_client(directory: Path):
@@ -53,32 +58,7 @@ def build_client(directory: Path):
 
 def write_run(client, n_events: int) -> str:
     """A count of two scalar detectors, n_events long, written through TiledWriter."""
-    from bluesky_tiled_plugins import TiledWriter
-    from event_model import compose_run
-
-    writer = TiledWriter(client)
-    t0 = time.time()
-    bundle = compose_run(metadata={"plan_name": "count", "num_points": n_events}, time=t0)
-    writer("start", bundle.start_doc)
-    keys = {
-        "det": {"source": "SIM:det", "dtype": "number", "shape": [], "object_name": "det"},
-        "det_stats": {"source": "SIM:det_stats", "dtype": "integer", "shape": [], "object_name": "det"},
-    }
-    desc = bundle.compose_descriptor(
-        data_keys=keys, name="primary", object_keys={"det": ["det", "det_stats"]}, time=t0
-    )
-    writer("descriptor", desc.descriptor_doc)
-    for i in range(n_events):
-        t = t0 + 1e-3 * (i + 1)
-        event = desc.compose_event(
-            data={"det": 0.5 * i, "det_stats": i},
-            timestamps={"det": t, "det_stats": t},
-            seq_num=i + 1,
-            time=t,
-        )
-        writer("event", event)
-    writer("stop", bundle.compose_stop(time=t0 + 1e-3 * (n_events + 1)))
-    return bundle.start_doc["uid"]
+    return write(client, detector_run(n_events))
 
 
 class PeakRSS:
@@ -149,6 +129,15 @@ def probe_row_ranges(context, uid: str) -> None:
         print(f"    {label:<38} HTTP {response.status_code}  {len(response.content):>10,} bytes  {elapsed:6.3f} s")
 
 
+def plain(name: str, doc: dict) -> dict:
+    """A ``prepare_hook`` that keeps the plain dicts."""
+    return doc
+
+
+def plain_documents(db, uid: str):
+    return db[uid].documents()
+
+
 def main(sizes: list[int]) -> None:
     from databroker_compat import Broker
 
@@ -170,12 +159,10 @@ def main(sizes: list[int]) -> None:
             header.descriptors  # noqa: B018 (stream list fetched outside the timing)
             ours_t, ours_m = measure("ours   Header.documents()", header.documents)
             events_t, events_m = measure("ours   Header.events()", header.events)
-            pages_t, pages_m = measure(
-                "ours   documents(event_pages=True)", lambda: header.documents(event_pages=True)
-            )
+            pages_t, pages_m = measure("ours   documents(event_pages=True)", partial(header.documents, event_pages=True))
             plain_db = Broker(client)
-            plain_db.prepare_hook = lambda name, doc: doc
-            raw_t, raw_m = measure("ours   documents(), plain dicts", lambda: plain_db[uid].documents())
+            plain_db.prepare_hook = plain
+            raw_t, raw_m = measure("ours   documents(), plain dicts", partial(plain_documents, plain_db, uid))
             run_client = client[uid]
             anchor_t, anchor_m = measure("anchor BlueskyRun.documents()", run_client.documents)
             print(

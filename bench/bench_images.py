@@ -16,97 +16,20 @@ Run: ``python bench/bench_images.py [--frames 1000] [--size 512] [--reads 60]``.
 from __future__ import annotations
 
 import argparse
-import copy
-import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-import httpx
 import numpy
 
+sys.path.insert(0, str(Path(__file__).parent))
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(directory: Path, readable: Path):
-    key = secrets.token_hex(12)
-    port = free_port()
-    tiled = shutil.which("tiled") or str(Path(sys.executable).with_name("tiled"))
-    (directory / "data").mkdir()
-    cmd = [
-        tiled, "serve", "catalog", "--init", str(directory / "catalog.db"),
-        "-w", f"duckdb:///{directory / 'storage.db'}", "-w", str(directory / "data"),
-        "-r", str(readable), "--api-key", key, "--host", "127.0.0.1", "--port", str(port),
-    ]
-    log = open(directory / "server.log", "wb")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process, f"http://127.0.0.1:{port}/api/v1?api_key={key}"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError(f"tiled serve did not start; see {directory / 'server.log'}")
-
-
-def frame_value(i: int, size: int) -> numpy.ndarray:
-    return ((numpy.arange(size * size, dtype="uint32").reshape(size, size) + i * 7) % 65521).astype("uint16")
-
-
-def write_stack(directory: Path, n: int, size: int) -> Path:
-    import h5py
-
-    path = directory / "stack.h5"
-    with h5py.File(path, "w") as f:
-        ds = f.create_dataset(
-            "/entry/data/data", shape=(n, size, size), dtype="uint16", chunks=(1, size, size)
-        )
-        for i in range(n):  # one frame at a time: the writer's memory stays small too
-            ds[i] = frame_value(i, size)
-    return path
-
-
-def documents(path: Path, n: int, size: int):
-    from event_model import StreamRange, compose_run
-
-    bundle = compose_run(metadata={"plan_name": "bench_stack"})
-    yield "start", bundle.start_doc
-    desc = bundle.compose_descriptor(
-        name="primary",
-        data_keys={
-            "det_image": {"dtype": "array", "shape": [size, size], "source": "bench", "external": "STREAM:",
-                          "dtype_numpy": "<u2", "object_name": "det"},
-            "det_total": {"dtype": "number", "shape": [], "source": "bench", "object_name": "det"},
-        },
-        object_keys={"det": ["det_image", "det_total"]},
-    )
-    yield "descriptor", desc.descriptor_doc
-    sres = bundle.compose_stream_resource(
-        mimetype="application/x-hdf5", uri=f"file://localhost{path}", data_key="det_image",
-        parameters={"dataset": "/entry/data/data", "chunk_shape": [1]},
-    )
-    yield "stream_resource", sres.stream_resource_doc
-    step = 100
-    for first in range(0, n, step):
-        last = min(n, first + step)
-        yield "stream_datum", sres.compose_stream_datum(indices=StreamRange(start=first, stop=last),
-                                                        descriptor=desc.descriptor_doc)
-        for i in range(first, last):
-            yield "event", desc.compose_event(data={"det_total": float(i)}, timestamps={"det_total": 0.0},
-                                              seq_num=i + 1)
-    yield "stop", bundle.compose_stop()
+from _common import frame_value, stack_run, write, write_stack
+from servers import sqlite_server
 
 
 class WireBytes:
@@ -144,6 +67,68 @@ def measure(read, k: int, http):
     return elapsed, wire.total, peak
 
 
+def open_both(client, uid: str, args):
+    """tiled's array client and ``db.get_images`` of the same frames, timed once, values checked."""
+    from databroker_compat import Broker
+
+    t0 = time.perf_counter()
+    baseline_array = client[uid]["primary"]["det_image"]
+    baseline_setup = time.perf_counter() - t0
+    db = Broker(client)
+    t0 = time.perf_counter()
+    imgs = db.get_images(db[uid], "det_image")
+    ours_setup = time.perf_counter() - t0
+    print(f"setup: tiled client[uid]['primary']['det_image'] {baseline_setup * 1e3:.0f} ms; "
+          f"db.get_images(db[uid], 'det_image') {ours_setup * 1e3:.0f} ms (once per run)")
+    assert len(imgs) == args.frames == len(baseline_array)
+    return baseline_array, imgs
+
+
+def compare_reads(baseline_array, imgs, http, args) -> None:
+    """``imgs[k]`` against ``baseline_array[k]`` for ``--reads`` random k, interleaved (tracemalloc running)."""
+    rng = numpy.random.default_rng(0)
+    ks = [int(k) for k in rng.integers(0, args.frames, size=args.reads)]
+    # Check values once, and warm both paths up.
+    for k in ks[:3]:
+        expected = frame_value(k, args.size)
+        numpy.testing.assert_array_equal(imgs[k], expected)
+        numpy.testing.assert_array_equal(baseline_array[k], expected)
+    ours, base = [], []
+    for k in ks:  # interleaved, so drift affects both alike
+        base.append(measure(baseline_array.__getitem__, k, http))
+        ours.append(measure(imgs.__getitem__, k, http))
+
+    def summary(rows):
+        return (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows),
+                max(r[2] for r in rows))
+
+    (tb, bb, mb), (to, bo, mo) = summary(base), summary(ours)
+    print(f"\nimgs[k], {args.reads} random k, median over reads (frame = {args.size**2 * 2 / 2**10:.0f} KiB):")
+    print(f"  {'':22}{'time/frame':>12}{'bytes/frame':>14}{'peak memory':>14}")
+    print(f"  {'tiled ArrayClient[k]':22}{tb * 1e3:>10.1f}ms{bb:>14,}{mb / 2**20:>12.2f}MiB")
+    print(f"  {'db.get_images()[k]':22}{to * 1e3:>10.1f}ms{bo:>14,}{mo / 2**20:>12.2f}MiB")
+    print(f"  {'ratio ours/tiled':22}{to / tb:>11.2f}x{bo / bb:>13.2f}x{mo / mb:>13.2f}x"
+          "   (target <= 1.2x)")
+
+
+def iterate(imgs, http, args) -> None:
+    """Flat memory: iterating a slice keeps about one chunk alive, never the stack (tracemalloc running)."""
+    frame_bytes = args.size * args.size * 2
+    tracemalloc.reset_peak()
+    start_mem = tracemalloc.get_traced_memory()[0]
+    with WireBytes(http) as wire:
+        t0 = time.perf_counter()
+        total = 0
+        for frame in imgs[100:200]:
+            total += int(frame[0, 0])
+        iter_time = time.perf_counter() - t0
+    iter_peak = tracemalloc.get_traced_memory()[1] - start_mem
+    print(f"\niterating imgs[100:200]: {iter_time / 100 * 1e3:.1f} ms/frame, "
+          f"{wire.total / 100:,.0f} bytes/frame, "
+          f"peak memory {iter_peak / 2**20:.2f} MiB = {iter_peak / frame_bytes:.1f} frames "
+          f"(whole stack: {args.frames * frame_bytes / 2**20:.0f} MiB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1000)
@@ -151,90 +136,31 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=60)
     args = parser.parse_args()
 
-    from bluesky_tiled_plugins import TiledWriter
     from tiled.client import from_uri
-
-    from databroker_compat import Broker
 
     root = Path(tempfile.mkdtemp(prefix="bench_images_"))
     files = root / "files"
     files.mkdir()
-    server_dir = root / "server"
-    server_dir.mkdir()
-    process = None
+    server = None
     try:
         t0 = time.perf_counter()
         path = write_stack(files, args.frames, args.size)
-        process, uri = start_server(server_dir, files)
-        client = from_uri(uri)
-        writer = TiledWriter(client)
-        uid = None
-        for name, doc in documents(path, args.frames, args.size):
-            uid = uid or doc["uid"]
-            writer(name, copy.deepcopy(doc))
+        server = sqlite_server(root / "server", [str(files)])
+        client = from_uri(server.uri)
+        uid = write(client, stack_run(path, args.frames, args.size, plan_name="bench_stack"))
         print(f"setup: {args.frames} frames of {args.size}x{args.size} uint16 "
               f"({path.stat().st_size / 2**20:.0f} MiB file) written and registered in "
               f"{time.perf_counter() - t0:.1f} s")
-
-        http = client.context.http_client
-        frame_bytes = args.size * args.size * 2
-
-        t0 = time.perf_counter()
-        baseline_array = client[uid]["primary"]["det_image"]
-        baseline_setup = time.perf_counter() - t0
-        db = Broker(client)
-        t0 = time.perf_counter()
-        imgs = db.get_images(db[uid], "det_image")
-        ours_setup = time.perf_counter() - t0
-        print(f"setup: tiled client[uid]['primary']['det_image'] {baseline_setup * 1e3:.0f} ms; "
-              f"db.get_images(db[uid], 'det_image') {ours_setup * 1e3:.0f} ms (once per run)")
-        assert len(imgs) == args.frames == len(baseline_array)
-
-        rng = numpy.random.default_rng(0)
-        ks = [int(k) for k in rng.integers(0, args.frames, size=args.reads)]
-        # Check values once, and warm both paths up.
-        for k in ks[:3]:
-            expected = frame_value(k, args.size)
-            numpy.testing.assert_array_equal(imgs[k], expected)
-            numpy.testing.assert_array_equal(baseline_array[k], expected)
-
+        baseline_array, imgs = open_both(client, uid, args)
         tracemalloc.start()
-        ours, base = [], []
-        for k in ks:  # interleaved, so drift affects both alike
-            base.append(measure(lambda k: baseline_array[k], k, http))
-            ours.append(measure(lambda k: imgs[k], k, http))
-
-        def summary(rows):
-            return (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows),
-                    max(r[2] for r in rows))
-
-        (tb, bb, mb), (to, bo, mo) = summary(base), summary(ours)
-        print(f"\nimgs[k], {args.reads} random k, median over reads (frame = {frame_bytes / 2**10:.0f} KiB):")
-        print(f"  {'':22}{'time/frame':>12}{'bytes/frame':>14}{'peak memory':>14}")
-        print(f"  {'tiled ArrayClient[k]':22}{tb * 1e3:>10.1f}ms{bb:>14,}{mb / 2**20:>12.2f}MiB")
-        print(f"  {'db.get_images()[k]':22}{to * 1e3:>10.1f}ms{bo:>14,}{mo / 2**20:>12.2f}MiB")
-        print(f"  {'ratio ours/tiled':22}{to / tb:>11.2f}x{bo / bb:>13.2f}x{mo / mb:>13.2f}x"
-              "   (target <= 1.2x)")
-
-        # Flat memory: iterating a slice keeps about one chunk alive, never the stack.
-        tracemalloc.reset_peak()
-        start_mem = tracemalloc.get_traced_memory()[0]
-        with WireBytes(http) as wire:
-            t0 = time.perf_counter()
-            total = 0
-            for frame in imgs[100:200]:
-                total += int(frame[0, 0])
-            iter_time = time.perf_counter() - t0
-        iter_peak = tracemalloc.get_traced_memory()[1] - start_mem
-        tracemalloc.stop()
-        print(f"\niterating imgs[100:200]: {iter_time / 100 * 1e3:.1f} ms/frame, "
-              f"{wire.total / 100:,.0f} bytes/frame, "
-              f"peak memory {iter_peak / 2**20:.2f} MiB = {iter_peak / frame_bytes:.1f} frames "
-              f"(whole stack: {args.frames * frame_bytes / 2**20:.0f} MiB)")
+        try:
+            compare_reads(baseline_array, imgs, client.context.http_client, args)
+            iterate(imgs, client.context.http_client, args)
+        finally:
+            tracemalloc.stop()
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(15)
+        if server is not None:
+            server.close()
         shutil.rmtree(root, ignore_errors=True)
 
 

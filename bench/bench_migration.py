@@ -35,28 +35,31 @@ import os
 import sys
 import tempfile
 import time
-import tracemalloc
 import uuid
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent / "tests"
-sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import TESTS, peak_memory  # and tests/ on sys.path: servers, recorded, migration_source, mongo_wire
 
 
 def template_run():
+    """A count of det1 and det2 (one event) recorded from a RunEngine: the template of the synthetic runs."""
+    import copy
+
     from bluesky import RunEngine
     from bluesky.plans import count
     from ophyd.sim import det1, det2
+    from recorded import RecordedRun
 
-    from recorded import _Collector
-
+    run = RecordedRun("template")
     RE = RunEngine({}, call_returns_result=False)
-    collect = _Collector()
-    RE.subscribe(collect)
-    collect.begin("template")
+    RE.subscribe(lambda name, doc: run.docs.append((name, copy.deepcopy(doc))))
     RE(count([det1, det2], 1))
-    return collect.runs["template"]
+    return run
 
 
 def build_source(template, runs: int, events: int, time0: float, seed: int):
@@ -92,14 +95,21 @@ def ours(source, uids, client, state: Path, **kwargs) -> float:
     return elapsed
 
 
+def ours_over(wire: WireSource, uids, client, state: Path) -> float:
+    """``ours`` on a source opened (in the traced call) over the socket of ``wire``."""
+    return ours(wire.source(), uids, client, state)
+
+
+def naive_over(wire: WireSource, uids, client) -> float:
+    """``naive`` on a source opened (in the traced call) over the socket of ``wire``."""
+    return naive(wire.source(), uids, client)
+
+
 def peak(fn) -> float:
     """Peak MiB of the allocations traced while ``fn`` runs."""
-    tracemalloc.start()
-    try:
+    with peak_memory() as box:
         fn()
-        return tracemalloc.get_traced_memory()[1] / 2**20
-    finally:
-        tracemalloc.stop()
+    return box[0] / 2**20
 
 
 class WireSource:
@@ -180,6 +190,70 @@ def run_ours(spec, local_source, uids, target: Target, workers: int, servers: in
     return ours(spec, uids, container, state, scheduler=client, workers=workers, also_served_by=also)
 
 
+@dataclass
+class Bench:
+    """What every case uses: the recorded template, the target servers, a scratch directory, the clusters."""
+
+    template: Any
+    target: Target
+    tmp: Path
+    clusters: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        for cluster, client in self.clusters.values():
+            client.close()
+            cluster.close()
+        self.target.close()
+
+
+def case_a_speed(b: Bench, n: int) -> None:
+    _, src, uids = build_source(b.template, 1, n, 1.0e9, seed=1)
+    t_naive = naive(src, uids, b.target.container("a-naive"))
+    t_ours = ours(src, uids, b.target.container("a-ours"), b.tmp / "a.jsonl")
+    print(f"(a) 1 run x {n} events: naive {n / t_naive:,.0f} events/s, ours {n / t_ours:,.0f} events/s, ratio {t_naive / t_ours:.2f}x", flush=True)
+
+
+def case_a_memory(b: Bench, n: int) -> None:
+    # Warm up imports and caches first, so that neither size pays for them.
+    _, src_w, uids_w = build_source(b.template, 1, 100, 1.1e9, seed=11)
+    ours(src_w, uids_w, b.target.container("warm"), b.tmp / "warm.jsonl")
+    naive(src_w, uids_w, b.target.container("warm-naive"))
+    for size in (max(n // 4, 1), n):
+        spec_m, _, uids_m = build_source(b.template, 1, size, 1.2e9 + size, seed=size)
+        wire = WireSource(spec_m, b.tmp)
+        try:
+            mb_ours = peak(partial(ours_over, wire, uids_m, b.target.container("mw"), b.tmp / f"mw{size}.jsonl"))
+            mb_naive = peak(partial(naive_over, wire, uids_m, b.target.container("mn")))
+        finally:
+            wire.close()
+        print(f"    peak traced memory, 1 run x {size} events (source over a socket): naive {mb_naive:.1f} MiB, ours {mb_ours:.1f} MiB", flush=True)
+
+
+def case_c(b: Bench, r: int, e: int, worker_counts: list[int], server_counts: list[int]) -> dict[tuple[int, int], float]:
+    """The scaling matrix: runs/s for each (workers, servers)."""
+    results: dict[tuple[int, int], float] = {}
+    spec, src, uids = build_source(b.template, r, e, 3.0e9, seed=3)
+    for servers in server_counts:
+        for workers in worker_counts:
+            t = run_ours(spec, src, uids, b.target, workers, servers, b.tmp / f"c{workers}{servers}.jsonl", b.clusters)
+            results[(workers, servers)] = r / t
+            print(f"(c) {r} runs x {e} events, {workers} worker(s), {servers} server process(es): {r / t:,.2f} runs/s ({r * e / t:,.0f} events/s)", flush=True)
+    t_base = naive(src, uids, b.target.container("c-naive"))
+    print(f"(c) naive loop on the same {r} runs: {r / t_base:,.2f} runs/s ({r * e / t_base:,.0f} events/s)", flush=True)
+    return results
+
+
+def case_b(b: Bench, r: int, e: int, best: tuple[int, int]) -> None:
+    spec, src, uids = build_source(b.template, r, e, 2.0e9, seed=2)
+    t_naive = naive(src, uids, b.target.container("b-naive"))
+    t_ours = run_ours(spec, src, uids, b.target, best[0], best[1], b.tmp / "b.jsonl", b.clusters)
+    print(
+        f"(b) {r} runs x {e} events: naive {r / t_naive:,.2f} runs/s ({r * e / t_naive:,.0f} events/s), "
+        f"ours ({best[0]} workers, {best[1]} server processes) {r / t_ours:,.2f} runs/s ({r * e / t_ours:,.0f} events/s), "
+        f"ratio {t_naive / t_ours:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--big-events", type=int, default=100_000)
@@ -197,63 +271,22 @@ def main() -> None:
     server_counts = [int(s) for s in args.servers.split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_migration_"))
-    target = Target(tmp, max(server_counts))
-    clusters: dict = {}
-    template = template_run()
-    print(f"target: tiled serve over PostgreSQL, up to {max(server_counts)} server process(es); {os.cpu_count()} cores")
+    b = Bench(None, Target(tmp, max(server_counts)), tmp)
     try:
+        b.template = template_run()
+        print(f"target: tiled serve over PostgreSQL, up to {max(server_counts)} server process(es); {os.cpu_count()} cores")
         if not args.skip_big:
-            n = args.big_events
             if not args.memory_only:
-                _, src, uids = build_source(template, 1, n, 1.0e9, seed=1)
-                t_naive = naive(src, uids, target.container("a-naive"))
-                t_ours = ours(src, uids, target.container("a-ours"), tmp / "a.jsonl")
-                print(f"(a) 1 run x {n} events: naive {n / t_naive:,.0f} events/s, ours {n / t_ours:,.0f} events/s, ratio {t_naive / t_ours:.2f}x", flush=True)
+                case_a_speed(b, args.big_events)
             if not args.skip_memory:
-                # Warm up imports and caches first, so that neither size pays for them.
-                _, src_w, uids_w = build_source(template, 1, 100, 1.1e9, seed=11)
-                ours(src_w, uids_w, target.container("warm"), tmp / "warm.jsonl")
-                naive(src_w, uids_w, target.container("warm-naive"))
-                for size in (max(n // 4, 1), n):
-                    spec_m, _, uids_m = build_source(template, 1, size, 1.2e9 + size, seed=size)
-                    wire = WireSource(spec_m, tmp)
-                    try:
-                        mb_ours = peak(lambda: ours(wire.source(), uids_m, target.container("mw"), tmp / f"mw{size}.jsonl"))
-                        mb_naive = peak(lambda: naive(wire.source(), uids_m, target.container("mn")))
-                    finally:
-                        wire.close()
-                    print(f"    peak traced memory, 1 run x {size} events (source over a socket): naive {mb_naive:.1f} MiB, ours {mb_ours:.1f} MiB", flush=True)
-
+                case_a_memory(b, args.big_events)
         if args.memory_only:
             return
-        e = args.small_events
-        results: dict[tuple[int, int], float] = {}
-        r = args.scale_runs
-        spec, src, uids = build_source(template, r, e, 3.0e9, seed=3)
-        for servers in server_counts:
-            for workers in worker_counts:
-                t = run_ours(spec, src, uids, target, workers, servers, tmp / f"c{workers}{servers}.jsonl", clusters)
-                results[(workers, servers)] = r / t
-                print(f"(c) {r} runs x {e} events, {workers} worker(s), {servers} server process(es): {r / t:,.2f} runs/s ({r * e / t:,.0f} events/s)", flush=True)
-        t_base = naive(src, uids, target.container("c-naive"))
-        print(f"(c) naive loop on the same {r} runs: {r / t_base:,.2f} runs/s ({r * e / t_base:,.0f} events/s)", flush=True)
-
+        results = case_c(b, args.scale_runs, args.small_events, worker_counts, server_counts)
         if not args.skip_small:
-            best = max(results, key=results.get)
-            r = args.small_runs
-            spec, src, uids = build_source(template, r, e, 2.0e9, seed=2)
-            t_naive = naive(src, uids, target.container("b-naive"))
-            t_ours = run_ours(spec, src, uids, target, best[0], best[1], tmp / "b.jsonl", clusters)
-            print(
-                f"(b) {r} runs x {e} events: naive {r / t_naive:,.2f} runs/s ({r * e / t_naive:,.0f} events/s), "
-                f"ours ({best[0]} workers, {best[1]} server processes) {r / t_ours:,.2f} runs/s ({r * e / t_ours:,.0f} events/s), "
-                f"ratio {t_naive / t_ours:.2f}x"
-            )
+            case_b(b, args.small_runs, args.small_events, max(results, key=results.get))
     finally:
-        for cluster, client in clusters.values():
-            client.close()
-            cluster.close()
-        target.close()
+        b.close()
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ import argparse
 import sys
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import Requests, machine  # noqa: E402
+from _common import Requests, embedded_server, machine, write_with
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
 PLANS = ["count", "scan", "rel_scan", "grid_scan"]
@@ -58,9 +59,21 @@ def fill(client, n: int) -> None:
     writer = TiledWriter(client)
     t = time.perf_counter()
     for i in range(n):
-        for name, doc in run_documents(i):
-            writer(name, doc)
+        write_with(writer, run_documents(i))
     print(f"wrote {n} runs in {time.perf_counter() - t:.1f} s")
+
+
+def v1_uids(db, positional: tuple, kwargs: dict) -> list[str]:
+    """``[h.start["uid"] for h in db(*positional, **kwargs)]``: a v1 search's uids, in its order."""
+    return [h.start["uid"] for h in db(*positional, **kwargs)]
+
+
+def raw_uids(root, chain) -> list[str]:
+    """The uids the hand-written chain of ``tiled.queries`` finds in ``root``, in start-time order."""
+    found = root
+    for q in chain:
+        found = found.search(q)
+    return [run.metadata["start"]["uid"] for run in found.sort(("start.time", 1)).values()]
 
 
 def searches(uid_of_500: str):
@@ -122,36 +135,26 @@ def main(argv=None) -> None:
     parser.add_argument("--directory", default=None, help="keep (and reuse) the catalog here")
     args = parser.parse_args(argv)
 
-    from tiled.client import from_uri
-    from tiled.queries import Key
-    from tiled.server import SimpleTiledServer
+    from tiled.queries import Key, SpecsQuery
 
     from databroker_compat import Broker
 
-    server = SimpleTiledServer(args.directory)
+    server, client = embedded_server(directory=args.directory)
     try:
-        client = from_uri(server.uri)
         if len(client) < args.runs:
             fill(client, args.runs)
         db = Broker(client, timezone="UTC")
-        root = db._root  # the same BlueskyRun-only container the baseline searches
-        uid_of_500 = root.search(Key("start.scan_id") == 501).values().first().metadata["start"]["uid"]
+        root = client.search(SpecsQuery(include=["BlueskyRun"]))  # the runs, as the Broker reads them
+        scan_id = min(501, args.runs)  # run 500 (scan_id 501), or the last of a smaller catalog
+        uid_of_500 = root.search(Key("start.scan_id") == scan_id).values().first().metadata["start"]["uid"]
         list(db(plan_name="count"))  # warm-up: the one-off backend probe
 
         print(f"machine: {machine()}; catalog: {len(root)} runs; best of {args.repeat}, alternating")
         print(f"{'search':<30}{'matches':>8}{'ours (s)':>10}{'base (s)':>10}{'ratio':>7}{'requests':>10}")
         total_ours = total_base = 0.0
         for label, (positional, kwargs), chain in searches(uid_of_500):
-
-            def ours():
-                return [h.start["uid"] for h in db(*positional, **kwargs)]
-
-            def base():
-                found = root
-                for q in chain:
-                    found = found.search(q)
-                return [run.metadata["start"]["uid"] for run in found.sort(("start.time", 1)).values()]
-
+            ours = partial(v1_uids, db, positional, kwargs)
+            base = partial(raw_uids, root, chain)
             got = ours()
             assert got == base(), label  # on this data the hand-written chains are exact
             t_ours, t_base = interleaved(ours, base, args.repeat)
