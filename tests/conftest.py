@@ -10,10 +10,26 @@ against each of them:
 
 Each mode also holds a child node ``bluesky`` with the ``CatalogOfBlueskyRuns`` spec
 and two runs, for the specialised-client path.
+
+No fixture here is autouse: a server starts only for a test that asks for one, so the
+unit tier (``python -m pytest tests/unit``) starts none.
+
+Environment:
+
+- ``DATABROKER_COMPAT_TEST_MODES=simple,sqlite`` (comma-separated) narrows the modes of a
+  local run; CI runs all three.
+- ``DATABROKER_COMPAT_SERVER_WAIT=300`` waits longer for a server to start (seconds,
+  default 180; see ``servers.py``).
+
+Markers: every test that runs against PostgreSQL carries ``postgres`` (the ``served``
+mode by its parameter; any other test parametrized with ``"postgres"`` or using the
+``pg_target`` fixture by ``pytest_collection_modifyitems`` below), so
+``-m "not postgres"`` leaves them out.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +37,46 @@ from pathlib import Path
 import pytest
 
 from recorded import RecordedRun, record_catalog, write_runs
-from servers import tiled_serve
+from servers import in_process_server, tiled_serve
 
-import os
+MODES_ENV = "DATABROKER_COMPAT_TEST_MODES"
+ALL_MODES = ("simple", "sqlite", "postgres")
+# Fixtures that start a PostgreSQL-backed server without a "postgres" parameter.
+POSTGRES_FIXTURES = ("pg_target",)
 
-# DATABROKER_COMPAT_TEST_MODES=simple (comma-separated) narrows a local run; CI runs all three.
-MODES = [m for m in os.environ.get("DATABROKER_COMPAT_TEST_MODES", "simple,sqlite,postgres").split(",") if m]
+
+def _modes() -> list:
+    """The server modes of this run: all three, or those ``DATABROKER_COMPAT_TEST_MODES`` names."""
+    names = [m.strip() for m in os.environ.get(MODES_ENV, ",".join(ALL_MODES)).split(",") if m.strip()]
+    unknown = sorted(set(names) - set(ALL_MODES))
+    if unknown or not names:
+        raise ValueError(
+            f"{MODES_ENV}={os.environ.get(MODES_ENV)!r}: use a comma-separated subset of {', '.join(ALL_MODES)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return [pytest.param(m, marks=pytest.mark.postgres, id=m) if m == "postgres" else m for m in names]
+
+
+MODES = _modes()
 # Tiled keeps the in-process server's settings (its API key among them) process-wide:
 # a second SimpleTiledServer with another key makes the first one refuse its own.
 # Every in-process server of a test session therefore shares this key.
 IN_PROCESS_API_KEY = secrets.token_hex(8)
 SPECIAL_NODE = "bluesky"
 SPECIAL_RUNS = ("count", "scan")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark ``postgres`` the tests that reach PostgreSQL through fixtures other than ``served``."""
+    for item in items:
+        if item.get_closest_marker("postgres") is not None:
+            continue
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if any(isinstance(v, str) and v == "postgres" for v in params) or any(
+            name in item.fixturenames for name in POSTGRES_FIXTURES
+        ):
+            item.add_marker(pytest.mark.postgres)
 
 
 @dataclass
@@ -83,9 +127,7 @@ def served(request, recorded, data_dir, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"tiled_{mode}")
     closers = []
     if mode == "simple":
-        from tiled.server import SimpleTiledServer
-
-        server = SimpleTiledServer(directory, readable_storage=[data_dir], api_key=IN_PROCESS_API_KEY)
+        server = in_process_server(directory, [data_dir], IN_PROCESS_API_KEY)
         closers.append(server.close)
         uri = server.uri
     else:
@@ -104,11 +146,8 @@ def served(request, recorded, data_dir, tmp_path_factory):
 def simple_served(recorded, data_dir, tmp_path_factory):
     """Only the in-process server, for tests that need one mode."""
     from tiled.client import from_uri
-    from tiled.server import SimpleTiledServer
 
-    server = SimpleTiledServer(
-        tmp_path_factory.mktemp("tiled_simple_only"), readable_storage=[data_dir], api_key=IN_PROCESS_API_KEY
-    )
+    server = in_process_server(tmp_path_factory.mktemp("tiled_simple_only"), [data_dir], IN_PROCESS_API_KEY)
     try:
         client = from_uri(server.uri)
         _fill(client, recorded)

@@ -1,4 +1,10 @@
-"""Tiled servers for the tests: embedded, a `tiled serve` subprocess, PostgreSQL-backed."""
+"""Tiled servers for the tests: embedded, a `tiled serve` subprocess, PostgreSQL-backed.
+
+Every wait here (a server's start-up, a ``psql`` command) lasts up to
+``DATABROKER_COMPAT_SERVER_WAIT`` seconds (default 180: a loaded 2-core machine needs
+more than a minute to start ``tiled serve``). A server that does not come up in time
+raises with the last lines of its log in the message.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,34 @@ import httpx
 PG_HOST = os.environ.get("DATABROKER_COMPAT_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("DATABROKER_COMPAT_PG_PORT", "5432"))
 PG_USER = os.environ.get("DATABROKER_COMPAT_PG_USER", "postgres")
+
+SERVER_WAIT_ENV = "DATABROKER_COMPAT_SERVER_WAIT"
+DEFAULT_SERVER_WAIT = 180.0
+LOG_LINES = 50
+
+
+def server_wait() -> float:
+    """Seconds to wait for a test server (``DATABROKER_COMPAT_SERVER_WAIT``, default 180)."""
+    raw = os.environ.get(SERVER_WAIT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SERVER_WAIT
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise ValueError(f"{SERVER_WAIT_ENV}={raw!r} is not a number of seconds; set it to e.g. 300.") from None
+    if wait <= 0:
+        raise ValueError(f"{SERVER_WAIT_ENV}={raw!r} must be a positive number of seconds.")
+    return wait
+
+
+def log_tail(path: Path, lines: int = LOG_LINES) -> str:
+    """The last ``lines`` lines of a log file (or why there are none)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        return f"(no log at {path}: {err})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail) if tail else f"(the log {path} is empty)"
 
 
 def free_port() -> int:
@@ -61,23 +95,31 @@ class TiledProcess:
         cmd += ["--api-key", self.api_key, "--host", "127.0.0.1", "--port", str(self.port)]
         return cmd
 
-    def start(self, timeout: float = 60.0) -> None:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
+    def start(self, timeout: float | None = None) -> None:
+        """Start the server and wait until it answers ``/healthz`` (``timeout``: see ``server_wait``)."""
+        timeout = server_wait() if timeout is None else timeout
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        started = time.monotonic()
+        deadline = started + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"tiled serve exited with {self.process.returncode}; log:\n{self.log_path.read_text()[-3000:]}"
+                    f"tiled serve exited with {self.process.returncode} before answering; "
+                    f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
                 )
             try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base}/healthz", timeout=min(5.0, timeout)).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         self.close()
-        raise TimeoutError(f"tiled serve did not start in {timeout}s; log in {self.log_path}")
+        raise TimeoutError(
+            f"tiled serve did not answer on {self.base}/healthz within {timeout:.0f}s "
+            f"(set {SERVER_WAIT_ENV} to wait longer on a loaded machine); "
+            f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+        )
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -106,7 +148,7 @@ def _psql(sql: str, database: str = "postgres") -> subprocess.CompletedProcess:
         ["psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", database, "-v", "ON_ERROR_STOP=1", "-c", sql],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=server_wait(),
     )
 
 
@@ -177,3 +219,31 @@ def tiled_serve(mode: str, directory: Path, readable: list[str]):
         pytest.skip(f"POSTGRESQL TESTS SKIPPED: {reason}")
     server, dbs = postgres_server(directory, readable)
     return server, [dbs.close, server.close]
+
+
+def in_process_server(directory: Path, readable: list, api_key: str):
+    """A ``SimpleTiledServer`` in this process, given up to ``server_wait()`` seconds to start.
+
+    Tiled gives the in-process server a fixed 20 s to come up, which a loaded machine can
+    miss: a start-up that times out is tried again, in a fresh directory, until our own
+    wait is spent; then the error names the server's log.
+    """
+    from tiled.server import SimpleTiledServer
+
+    deadline = time.monotonic() + server_wait()
+    attempt = 1
+    where = Path(directory)
+    while True:
+        try:
+            return SimpleTiledServer(where, readable_storage=readable, api_key=api_key)
+        except TimeoutError as err:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"the in-process Tiled server did not start within {server_wait():.0f}s "
+                    f"({attempt} attempts; set {SERVER_WAIT_ENV} to wait longer): {err}; "
+                    f"last lines of {where / 'error.log'}:\n{log_tail(where / 'error.log')}"
+                ) from err
+            attempt += 1
+            where = Path(directory) / f"retry-{attempt}"
+        except RuntimeError as err:  # its thread died: trying again would not help
+            raise RuntimeError(f"{err}; last lines of {where / 'error.log'}:\n{log_tail(where / 'error.log')}") from err
