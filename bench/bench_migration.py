@@ -53,6 +53,7 @@ def template_run():
     from bluesky import RunEngine
     from bluesky.plans import count
     from ophyd.sim import det1, det2
+
     from recorded import RecordedRun
 
     run = RecordedRun("template")
@@ -64,9 +65,8 @@ def template_run():
 
 def build_source(template, runs: int, events: int, time0: float, seed: int):
     """(the picklable spec, an open LegacySource on this process's copy, uids oldest first)."""
-    from migration_source import SyntheticSource
-
     from databroker_compat.migration import LegacySource
+    from migration_source import SyntheticSource
 
     spec = SyntheticSource.of(template, runs=runs, events=events, time0=time0, seed=seed)
     db, uids = spec.build()

@@ -398,6 +398,7 @@ def test_wrong_key(served):
 
 def test_unreachable_server():
     import stamina  # tiled's retry library: one attempt instead of retrying for 45 s
+
     from servers import free_port
 
     with stamina.set_testing(True, attempts=1):
@@ -505,6 +506,7 @@ def test_mongo_sources_errors(dirs, tmp_path):
 def legacy_wire(recorded):
     """The recorded "count" and "scan" runs in a mongomock database served over a real socket."""
     import mongomock
+
     from migration_source import insert_recorded
     from mongo_wire import MongoWireServer
 

@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 
 import mongoquery
 import pytest
-from helpers import jsonable, new_container, synthetic_run, write_docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from query_cases import MIXED, MIXED_QUERIES, MIXED_TEXT
 
 from databroker_compat import Broker, QueryNotSupported, Results, RunNotFound
+from helpers import jsonable, new_container, synthetic_run, write_docs
+from query_cases import MIXED, MIXED_QUERIES, MIXED_TEXT
 
 # (id, keyword arguments of db(...), the same query on {"start": ..., "stop": ...}, must match something)
 QUERIES = [

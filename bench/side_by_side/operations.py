@@ -21,10 +21,11 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
-import bench_search
 import numpy
-from _common import frame_value
 from tiled.queries import Comparison, Key, Like
+
+import bench_search
+from _common import frame_value
 
 from .catalog import CATALOG, T0, Written
 

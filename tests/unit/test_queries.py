@@ -13,7 +13,6 @@ from datetime import date, datetime, timezone
 
 import numpy as np
 import pytest
-from query_cases import MIXED, MIXED_QUERIES, MIXED_TEXT
 from tiled.queries import Comparison, Contains, FullText, In, Key, KeyPresent, NotIn
 
 from databroker_compat import QueryNotSupported
@@ -32,6 +31,7 @@ from databroker_compat.queries import (
     normalize_time,
     parse,
 )
+from query_cases import MIXED, MIXED_QUERIES, MIXED_TEXT
 
 # -- parse ------------------------------------------------------------------------------------
 
