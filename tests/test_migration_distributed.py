@@ -31,8 +31,9 @@ from servers import tiled_serve
 from databroker_compat import Broker
 from databroker_compat.migration import LegacySource, migrate, verify
 from databroker_compat.migration.connect import MongoSpec, TiledSpec, target_specs
+from databroker_compat.migration.options import RetryPolicy
 from databroker_compat.migration.partition import plan_partitions
-from databroker_compat.migration.worker import RetryPolicy, is_transient
+from databroker_compat.migration.worker import is_transient
 
 SMALL_RUNS = 30
 SMALL_EVENTS = 5
@@ -237,7 +238,7 @@ def test_dask_job_moves_every_run_once(legacy, pg_target, cluster, tmp_path):
 def test_thread_workers_share_an_in_memory_source(legacy, pg_target, tmp_path):
     """A source only this process can open (no spec) runs its partitions on threads."""
     wire_source, uids, _ = legacy
-    local = LegacySource(wire_source._mds, check_files=False)
+    local = LegacySource(wire_source.metadatastore, check_files=False)
     assert local.spec is None
     container = _container(pg_target, "threads")
     some = uids[:8]

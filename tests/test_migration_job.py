@@ -18,10 +18,10 @@ import pytest
 from migration_source import insert_recorded, record_source_runs
 
 from databroker_compat import Broker
-from databroker_compat.exceptions import MigrationError
+from databroker_compat._redact import redact
+from databroker_compat.exceptions import BadArgument
 from databroker_compat.migration import LegacySource, migrate, verify
-from databroker_compat.migration.job import JobState
-from databroker_compat.migration.redact import redact
+from databroker_compat.migration.state import JobState
 from databroker_compat.migration.writer import make_writer
 
 
@@ -220,10 +220,13 @@ def test_verify_finds_a_changed_value(simple_served, source_runs, mongo_db, tmp_
 
 
 def test_bad_options_raise_clear_errors(simple_served, source):
-    with pytest.raises(MigrationError, match="batch_size"):
+    # Bad arguments are BadArgument, a ValueError (not MigrationError, a RuntimeError), with context.
+    with pytest.raises(BadArgument, match="batch_size") as caught:
         migrate(source, simple_served.client, batch_size=0, progress=False)
-    with pytest.raises(MigrationError, match="workers"):
+    assert isinstance(caught.value, ValueError) and (caught.value.option, caught.value.value) == ("batch_size", 0)
+    with pytest.raises(BadArgument, match="workers") as caught:
         migrate(source, simple_served.client, workers=0, progress=False)
+    assert (caught.value.option, caught.value.value) == ("workers", 0)
 
 
 def test_state_file_survives_a_torn_line(tmp_path):

@@ -19,8 +19,9 @@ import pytest
 
 import legacy_data as ld
 from databroker_compat import Broker, MigrationError
-from databroker_compat.migration.mongo import LegacySource
-from databroker_compat.migration.writer import delete_run, make_writer, run_state, write_run
+from databroker_compat.migration.source import LegacySource
+from databroker_compat.migration.target import delete_run, run_state
+from databroker_compat.migration.writer import make_writer, write_run
 
 MIGRATED_WITHOUT_STOP = "migrated without a stop document"
 
