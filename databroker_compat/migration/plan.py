@@ -27,12 +27,31 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DONE_REASON", "dry_run", "plan_run"]
+__all__ = ["DONE_REASON", "dry_run", "plan_run", "planned_outcome"]
 
 #: The reason of a run skipped because the job's state file records it as done.
 DONE_REASON = "recorded as done in the job's state file"
 
 _STATUS = {WRITE: WOULD_MIGRATE, SKIP: SKIPPED, REWRITE: WOULD_REWRITE, REFUSE: FAILED}
+
+
+def planned_outcome(
+    uid: str,
+    target: TargetRun,
+    *,
+    started_here: bool,
+    options: MigrationOptions,
+    warnings: Iterable[str] = (),
+) -> RunOutcome:
+    """The dry run's outcome for one run, from what the target holds (pure).
+
+    >>> planned_outcome("u", TargetRun(present=True, has_stop=True), started_here=False,
+    ...                 options=MigrationOptions(overwrite=True)).status
+    'would-rewrite'
+    """
+    decision = decide(target, started_here=started_here, overwrite=options.overwrite)
+    kept = list(warnings) if decision.action in (WRITE, REWRITE) else []
+    return RunOutcome(uid, _STATUS[decision.action], reason=decision.reason, warnings=kept)
 
 
 def plan_run(
@@ -51,9 +70,7 @@ def plan_run(
     """
     expected = source.expected(uid, close_open_runs=options.close_open_runs)
     target = inspect_run(container, uid, expected) if present else TargetRun(present=False)
-    decision = decide(target, started_here=started_here, overwrite=options.overwrite)
-    warnings = list(expected.warnings) if decision.action in (WRITE, REWRITE) else []
-    return RunOutcome(uid, _STATUS[decision.action], reason=decision.reason, warnings=warnings)
+    return planned_outcome(uid, target, started_here=started_here, options=options, warnings=expected.warnings)
 
 
 def dry_run(

@@ -81,9 +81,17 @@ class JobState:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._fh = open(self.path, "a", encoding="utf-8")  # kept open for the job
+                if self._fh.tell() and not self._ends_with_newline():
+                    self._fh.write("\n")  # end a line torn by a kill, so the next record stays whole
             self._fh.write(json.dumps(record, default=str) + "\n")
             self._fh.flush()
             os.fsync(self._fh.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        assert self.path is not None
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
 
     def close(self) -> None:
         """Close the file (the state stays readable in memory)."""
