@@ -23,7 +23,6 @@ import uuid
 import httpx
 import mongomock
 import pytest
-
 from migration_source import fill_synthetic, insert_recorded, record_source_runs
 from mongo_wire import MongoWireServer
 from servers import tiled_serve
@@ -69,9 +68,9 @@ def pg_target(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from dask.distributed import Client, LocalCluster
-
     import logging
+
+    from dask.distributed import Client, LocalCluster
 
     # The tiled client's own retries (10 attempts over 45 s by default) would ride out a
     # server restart by themselves; cut them short so the job's per-run retries are
