@@ -401,7 +401,7 @@ def quirk_ad_tiff(mds, assets, recorded, image_dir: Path) -> Quirk:
                 "resource_kwargs": {"template": "%s%s_%6.6d.tiff", "filename": "cam", "frame_per_point": 1},
                 "path_semantics": "posix", "run_start": _doc(docs, "start")["uid"]}
     _insert(assets, "resource", resource)
-    for i, (name, doc) in enumerate((n, d) for n, d in docs if n == "event"):
+    for i, (_name, doc) in enumerate((n, d) for n, d in docs if n == "event"):
         datum_id = f"{res_uid}/{i}"
         datum = {"datum_id": datum_id, "resource": res_uid, "datum_kwargs": {"point_number": i}}
         _insert(assets, "datum", datum)

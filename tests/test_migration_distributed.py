@@ -23,7 +23,6 @@ import uuid
 import httpx
 import mongomock
 import pytest
-
 from migration_source import fill_synthetic, insert_recorded, record_source_runs
 from mongo_wire import MongoWireServer
 from servers import tiled_serve
@@ -31,8 +30,9 @@ from servers import tiled_serve
 from databroker_compat import Broker
 from databroker_compat.migration import LegacySource, migrate, verify
 from databroker_compat.migration.connect import MongoSpec, TiledSpec, target_specs
+from databroker_compat.migration.options import RetryPolicy
 from databroker_compat.migration.partition import plan_partitions
-from databroker_compat.migration.worker import RetryPolicy, is_transient
+from databroker_compat.migration.worker import is_transient
 
 SMALL_RUNS = 30
 SMALL_EVENTS = 5
@@ -68,9 +68,9 @@ def pg_target(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from dask.distributed import Client, LocalCluster
-
     import logging
+
+    from dask.distributed import Client, LocalCluster
 
     # The tiled client's own retries (10 attempts over 45 s by default) would ride out a
     # server restart by themselves; cut them short so the job's per-run retries are
@@ -237,7 +237,7 @@ def test_dask_job_moves_every_run_once(legacy, pg_target, cluster, tmp_path):
 def test_thread_workers_share_an_in_memory_source(legacy, pg_target, tmp_path):
     """A source only this process can open (no spec) runs its partitions on threads."""
     wire_source, uids, _ = legacy
-    local = LegacySource(wire_source._mds, check_files=False)
+    local = LegacySource(wire_source.metadatastore, check_files=False)
     assert local.spec is None
     container = _container(pg_target, "threads")
     some = uids[:8]

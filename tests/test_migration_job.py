@@ -14,14 +14,13 @@ import uuid
 import mongomock
 import numpy
 import pytest
-
 from migration_source import insert_recorded, record_source_runs
 
 from databroker_compat import Broker
-from databroker_compat.exceptions import MigrationError
+from databroker_compat._redact import redact
+from databroker_compat.exceptions import BadArgument
 from databroker_compat.migration import LegacySource, migrate, verify
-from databroker_compat.migration.job import JobState
-from databroker_compat.migration.redact import redact
+from databroker_compat.migration.state import JobState
 from databroker_compat.migration.writer import make_writer
 
 
@@ -166,6 +165,13 @@ def test_conflicting_run_is_reported_not_overwritten(simple_served, source_runs,
     assert target[count.uid].metadata["start"]["sample"] == "someone else's sample"
     assert not report.ok and "FAILED" in report.summary()
 
+    # The dry run decides as a real pass does, overwrite included, and touches nothing.
+    dry = migrate(source, target, uids=[count.uid], progress=False, dry_run=True)
+    assert [r.status for r in dry.runs] == ["failed"] and "different content" in dry.runs[0].reason
+    dry_forced = migrate(source, target, uids=[count.uid], progress=False, dry_run=True, overwrite=True)
+    assert [r.status for r in dry_forced.runs] == ["would-rewrite"]
+    assert target[count.uid].metadata["start"]["sample"] == "someone else's sample"
+
     forced = migrate(source, target, uids=[count.uid], progress=False, overwrite=True, state_path=tmp_path / "s2.jsonl")
     assert [r.status for r in forced.runs] == ["rewritten"]
     assert target[count.uid].metadata["start"]["sample"] == "Cu foil"
@@ -196,6 +202,42 @@ def test_dry_run_writes_nothing(simple_served, source_runs, source, tmp_path):
     assert "(dry run)" in report.summary()
 
 
+def test_dry_run_reads_the_state_file(simple_served, source_runs, source, tmp_path):
+    target = _container(simple_served, "dry-state")
+    count, scan = source_runs["count"], source_runs["scan"]
+    state = tmp_path / "s.jsonl"
+    migrate(source, target, uids=[count.uid, scan.uid], progress=False, state_path=state)
+    # As an interrupted pass leaves it: scan recorded as started, count as done.
+    with open(state, "a") as fh:
+        fh.write(json.dumps({"uid": scan.uid, "status": "started"}) + "\n")
+    before = state.read_text()
+    dry = migrate(source, target, uids=[count.uid, scan.uid], progress=False, dry_run=True, state_path=state)
+    statuses = {r.uid: (r.status, r.reason) for r in dry.runs}
+    assert statuses[count.uid] == ("skipped", "recorded as done in the job's state file")
+    # Present and complete: the real pass would skip it too, whatever the state file says.
+    assert statuses[scan.uid] == ("skipped", "already present in the target with the same content")
+    assert state.read_text() == before
+
+
+def test_since_is_read_in_the_given_time_zone(simple_served, source_runs, source, tmp_path):
+    """``since`` strings without a zone are read in ``timezone``, as ``db(since=...)`` reads them."""
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    from databroker_compat import _time
+
+    times = sorted(run.start["time"] for run in source_runs.values())
+    middle = (times[0] + times[1]) / 2
+    naive = datetime.datetime.fromtimestamp(middle, ZoneInfo("America/New_York")).replace(tzinfo=None).isoformat()
+    assert _time.to_timestamp(naive, "America/New_York") == pytest.approx(middle, abs=1e-5)
+    target = _container(simple_served, "zone")
+    in_new_york = migrate(source, target, since=naive, timezone="America/New_York", dry_run=True, progress=False)
+    assert len(in_new_york.runs) == len(times) - 1
+    # The same wall-clock time read in UTC is hours earlier: every run is after it.
+    in_utc = migrate(source, target, since=naive, timezone="UTC", dry_run=True, progress=False)
+    assert len(in_utc.runs) == len(times)
+
+
 def test_verify_finds_a_changed_value(simple_served, source_runs, mongo_db, tmp_path):
     # A private copy of the source, changed after the migration (the job never writes to it).
     db = mongomock.MongoClient()["copy"]
@@ -220,10 +262,13 @@ def test_verify_finds_a_changed_value(simple_served, source_runs, mongo_db, tmp_
 
 
 def test_bad_options_raise_clear_errors(simple_served, source):
-    with pytest.raises(MigrationError, match="batch_size"):
+    # Bad arguments are BadArgument, a ValueError (not MigrationError, a RuntimeError), with context.
+    with pytest.raises(BadArgument, match="batch_size") as caught:
         migrate(source, simple_served.client, batch_size=0, progress=False)
-    with pytest.raises(MigrationError, match="workers"):
+    assert isinstance(caught.value, ValueError) and (caught.value.option, caught.value.value) == ("batch_size", 0)
+    with pytest.raises(BadArgument, match="workers") as caught:
         migrate(source, simple_served.client, workers=0, progress=False)
+    assert (caught.value.option, caught.value.value) == ("workers", 0)
 
 
 def test_state_file_survives_a_torn_line(tmp_path):

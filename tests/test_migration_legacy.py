@@ -14,13 +14,14 @@ import uuid
 import warnings
 from dataclasses import dataclass
 
+import legacy_data as ld
 import numpy
 import pytest
 
-import legacy_data as ld
 from databroker_compat import Broker, MigrationError
-from databroker_compat.migration.mongo import LegacySource
-from databroker_compat.migration.writer import delete_run, make_writer, run_state, write_run
+from databroker_compat.migration.source import LegacySource
+from databroker_compat.migration.target import delete_run, run_state
+from databroker_compat.migration.writer import make_writer, write_run
 
 MIGRATED_WITHOUT_STOP = "migrated without a stop document"
 
@@ -110,7 +111,7 @@ def _check_table(h, tables: dict, *, fill: bool = False):
             assert key in frame.columns, (key, list(frame.columns))
             got = list(frame[key])
             assert len(got) == len(values), (key, got, values)
-            for g, e in zip(got, values):
+            for g, e in zip(got, values, strict=True):
                 assert _same_values(g, e), (key, got, values)
 
 
@@ -147,7 +148,7 @@ def test_recorded_runs_migrate_with_their_values(legacy, target, name):
         assert list(frame.index) == [e["seq_num"] for e in events]
         for key in events[0]["data"]:
             if key == "img":
-                for got, ev in zip(frame[key], events):
+                for got, _ev in zip(frame[key], events, strict=True):
                     numpy.testing.assert_array_equal(got, numpy.arange(12, dtype="float64").reshape(3, 4))
                 continue
             assert list(frame[key]) == [e["data"][key] for e in events]
@@ -290,7 +291,7 @@ def test_external_data_quirks(legacy, target, name):
         descriptors = [d["uid"] for d in legacy.mds["event_descriptor"].find({"run_start": quirk.uid})]
         datum_ids = [e["data"]["img"] for e in legacy.mds["event"].find({"descriptor": {"$in": descriptors}})]
         resources = [legacy.assets["datum"].find_one({"datum_id": i})["resource"] for i in datum_ids]
-        assert len(datum_ids) == 3 and not any(i.startswith(r) for i, r in zip(datum_ids, resources))
+        assert len(datum_ids) == 3 and not any(i.startswith(r) for i, r in zip(datum_ids, resources, strict=True))
     _, h = _migrate(target, source, quirk.uid)
     _check_quirk(h, quirk, fill=True)
 

@@ -1,11 +1,12 @@
 """The ``databroker-migrate`` command: ``run`` a migration job, ``verify`` one.
 
 Options can come from a YAML job file (``--config``); options given on the command line
-win. The Tiled API key comes from ``--api-key`` or the ``TILED_API_KEY`` environment
+win. The defaults are those of :class:`~databroker_compat.migration.options.MigrationOptions`.
+The Tiled API key comes from ``--api-key`` or the ``TILED_API_KEY`` environment
 variable and is never printed or logged; MongoDB passwords are masked in every message.
 
 Exit status: 0 when everything moved (and verified), 1 when a run failed or did not
-verify, 2 for bad options.
+verify, 2 for bad options (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -14,11 +15,18 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from .redact import redact
+from .._redact import redact
+from .._time import to_timestamp, zone
+from ..config import mongo_sources
+from ..exceptions import ConfigError, ConfigNotFound
+from .job import run_job
+from .options import DEFAULTS, MigrationOptions, RetryPolicy
+from .source import LegacySource
+from .verify import verify
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +43,7 @@ CONFIG_KEYS = {
     "tiled_uri",
     "since",
     "until",
+    "timezone",
     "query",
     "batch_size",
     "workers",
@@ -58,21 +67,24 @@ class _RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _MigrateHandler(logging.StreamHandler):
+    """The stderr handler this command installs (one at a time)."""
+
+
 def _setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     # One handler of ours at a time, also when the command runs several times in one process.
-    for old in [h for h in root.handlers if getattr(h, "_databroker_migrate", False)]:
+    for old in [h for h in root.handlers if isinstance(h, _MigrateHandler)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _MigrateHandler(sys.stderr)
     handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._databroker_migrate = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     # httpx logs every request URL at INFO; a URL may carry an api_key parameter.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"databroker-migrate: {redact(message)}", err=True)
     raise typer.Exit(2)
 
@@ -120,12 +132,9 @@ def load_config(path: Optional[Path]) -> dict[str, Any]:
 
 
 def _sources_from_config(name_or_path: Optional[str]) -> dict[str, Any]:
-    """The MongoDB URIs a v1 or intake configuration names (``--from-config``), as job options."""
+    """The MongoDB URIs (and time zone) a v1 or intake configuration names (``--from-config``), as job options."""
     if not name_or_path:
         return {}
-    from ..config import mongo_sources
-    from ..exceptions import ConfigError, ConfigNotFound
-
     try:
         found = mongo_sources(name_or_path)
     except (ConfigError, ConfigNotFound) as err:
@@ -133,19 +142,23 @@ def _sources_from_config(name_or_path: Optional[str]) -> dict[str, Any]:
     if found.get("layout") != "mongo_normalized":
         _fail(f"--from-config {name_or_path}: the {found.get('layout')} layout is not supported; only mongo_normalized")
     logger.info("--from-config %s: %s", name_or_path, found["path"])
-    return {"metadatastore_uri": found["metadatastore_uri"], "assets_uri": found["assets_uri"]}
+    options = {"metadatastore_uri": found["metadatastore_uri"], "assets_uri": found["assets_uri"]}
+    if found.get("timezone"):
+        # The zone v1 read this deployment's since/until in; --timezone and the job file win.
+        options["timezone"] = found["timezone"]
+    return options
 
 
-def _pick(cli_value: Any, config: dict, key: str, default: Any) -> Any:
+def _pick(cli_value: Any, config: dict[str, Any], key: str, default: Any) -> Any:
     if cli_value is not None:
         return cli_value
     return config.get(key, default)
 
 
-def _connect(metadatastore_uri, assets_uri, tiled_uri, api_key):
+def _connect(
+    metadatastore_uri: Optional[str], assets_uri: Optional[str], tiled_uri: Optional[str], api_key: Optional[str]
+) -> tuple[LegacySource, Any]:
     from tiled.client import from_uri
-
-    from .mongo import LegacySource
 
     if not metadatastore_uri:
         _fail("give the legacy database with --metadatastore-uri (or source.metadatastore in --config)")
@@ -164,19 +177,20 @@ def _connect(metadatastore_uri, assets_uri, tiled_uri, api_key):
     return source, client
 
 
-_MDS = typer.Option(None, "--metadatastore-uri", "--mongo-uri", help="mongodb:// URI of the run database (metadatastore).")
-_ASSETS = typer.Option(None, "--assets-uri", help="mongodb:// URI of the asset registry, if separate.")
-_TILED = typer.Option(None, "--tiled-uri", help="URI of the Tiled container to write into.")
-_KEY = typer.Option(None, "--api-key", envvar="TILED_API_KEY", show_default=False, show_envvar=True, help="Tiled API key (better: the TILED_API_KEY environment variable).")
-_CONFIG = typer.Option(None, "--config", "-c", help="YAML job file; command-line options win.")
-_FROM_CONFIG = typer.Option(None, "--from-config", help="Take the MongoDB URIs from a databroker v1 configuration (name or YAML file) or an intake catalog YAML; --config and command-line options win.")
-_SINCE = typer.Option(None, "--since", help="Only runs started at or after this time (e.g. 2019-01-01).")
-_UNTIL = typer.Option(None, "--until", help="Only runs started before this time.")
-_QUERY = typer.Option(None, "--query", help='A Mongo query on start documents, as JSON: \'{"beamline_id": "CSX"}\'.')
-_VERBOSE = typer.Option(False, "--verbose", "-v", help="Log progress (secrets masked).")
+_MDS = typer.Option("--metadatastore-uri", "--mongo-uri", help="mongodb:// URI of the run database (metadatastore).")
+_ASSETS = typer.Option("--assets-uri", help="mongodb:// URI of the asset registry, if separate.")
+_TILED = typer.Option("--tiled-uri", help="URI of the Tiled container to write into.")
+_KEY = typer.Option("--api-key", envvar="TILED_API_KEY", show_default=False, show_envvar=True, help="Tiled API key (better: the TILED_API_KEY environment variable).")
+_CONFIG = typer.Option("--config", "-c", help="YAML job file; command-line options win.")
+_FROM_CONFIG = typer.Option("--from-config", help="Take the MongoDB URIs (and the time zone) from a databroker v1 configuration (name or YAML file) or an intake catalog YAML; --config and command-line options win.")
+_SINCE = typer.Option("--since", help="Only runs started at or after this time, read as db(since=...) reads it: 2019, 2019-01, 2019-01-01, '2019-01-01 12:00', ISO 8601 (with a zone, or in --timezone), or epoch seconds.")
+_UNTIL = typer.Option("--until", help="Only runs started before this time (same formats as --since).")
+_TIMEZONE = typer.Option("--timezone", help="IANA time zone (e.g. America/New_York) of --since/--until times that name none [this machine's local zone, or the zone of --from-config's configuration].")
+_QUERY = typer.Option("--query", help='A Mongo query on start documents, as JSON: \'{"beamline_id": "CSX"}\'.')
+_VERBOSE = typer.Option("--verbose", "-v", help="Log progress (secrets masked).")
 
 
-def _query(value: Any) -> Optional[dict]:
+def _query(value: Any) -> Optional[dict[str, Any]]:
     if value is None or isinstance(value, dict):
         return value
     try:
@@ -188,67 +202,89 @@ def _query(value: Any) -> Optional[dict]:
     return parsed
 
 
+def _times(since: Any, until: Any, timezone: Optional[str]) -> None:
+    """Refuse a --since/--until/--timezone that cannot be read, before connecting anywhere."""
+    try:
+        if timezone is not None:
+            zone(timezone)
+        for name, value in (("--since", since), ("--until", until)):
+            if value is not None:
+                to_timestamp(value, timezone, name=name)
+    except ValueError as err:
+        _fail(str(err))
+
+
 @app.command("run")
 def run_command(
-    config_path: Optional[Path] = _CONFIG,
-    from_config: Optional[str] = _FROM_CONFIG,
-    metadatastore_uri: Optional[str] = _MDS,
-    assets_uri: Optional[str] = _ASSETS,
-    tiled_uri: Optional[str] = _TILED,
-    api_key: Optional[str] = _KEY,
-    since: Optional[str] = _SINCE,
-    until: Optional[str] = _UNTIL,
-    query: Optional[str] = _QUERY,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Events per table write [10000]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes of a local dask cluster [1: no cluster]; more only for PostgreSQL-backed servers."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask.distributed scheduler (tcp://host:8786) to run the job on."),
-    also_served_by: Optional[list[str]] = typer.Option(None, "--also-served-by", help="Base URI of another Tiled server process on the same catalog (repeatable); partitions are spread over all."),
-    retries: Optional[int] = typer.Option(None, "--retries", help="Retries of a run after a transient failure (5xx, server away) [5]."),
-    partition_runs: Optional[int] = typer.Option(None, "--partition-runs", help="Small runs grouped per partition [25]."),
-    dry_run: Optional[bool] = typer.Option(None, "--dry-run/--no-dry-run", help="Check everything, write nothing."),
-    verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="Verify the written runs at the end [on]."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar on a terminal [on]."),
-    close_open_runs: Optional[bool] = typer.Option(None, "--close-open-runs/--leave-open-runs", help="Give runs without a stop document an exit_status='unknown' stop [on]."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite/--no-overwrite", help="Replace runs present in Tiled with different content [off]."),
-    state: Optional[Path] = typer.Option(None, "--state", help="State file for resuming [databroker-migrate-state.jsonl]."),
-    report: Optional[Path] = typer.Option(None, "--report", help="JSON report path [databroker-migrate-report.json]."),
-    verbose: bool = _VERBOSE,
+    config_path: Annotated[Optional[Path], _CONFIG] = None,
+    from_config: Annotated[Optional[str], _FROM_CONFIG] = None,
+    metadatastore_uri: Annotated[Optional[str], _MDS] = None,
+    assets_uri: Annotated[Optional[str], _ASSETS] = None,
+    tiled_uri: Annotated[Optional[str], _TILED] = None,
+    api_key: Annotated[Optional[str], _KEY] = None,
+    since: Annotated[Optional[str], _SINCE] = None,
+    until: Annotated[Optional[str], _UNTIL] = None,
+    timezone: Annotated[Optional[str], _TIMEZONE] = None,
+    query: Annotated[Optional[str], _QUERY] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help=f"Events per table write [{DEFAULTS.batch_size}].")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help=f"Worker processes of a local dask cluster [{DEFAULTS.workers}: no cluster]; more only for PostgreSQL-backed servers.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Address of a running dask.distributed scheduler (tcp://host:8786) to run the job on.")] = None,
+    also_served_by: Annotated[Optional[list[str]], typer.Option("--also-served-by", help="Base URI of another Tiled server process on the same catalog (repeatable); partitions are spread over all.")] = None,
+    retries: Annotated[Optional[int], typer.Option("--retries", help=f"Retries of a run after a transient failure (5xx, server away) [{DEFAULTS.retry.retries}].")] = None,
+    partition_runs: Annotated[Optional[int], typer.Option("--partition-runs", help=f"Small runs grouped per partition [{DEFAULTS.partition_runs}].")] = None,
+    dry_run: Annotated[Optional[bool], typer.Option("--dry-run/--no-dry-run", help="Check everything, write nothing.")] = None,
+    verify_runs: Annotated[Optional[bool], typer.Option("--verify/--no-verify", help=f"Verify the written runs at the end [{'on' if DEFAULTS.verify else 'off'}].")] = None,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help=f"Progress bar on a terminal [{'on' if DEFAULTS.progress else 'off'}].")] = None,
+    close_open_runs: Annotated[Optional[bool], typer.Option("--close-open-runs/--leave-open-runs", help=f"Give runs without a stop document an exit_status='unknown' stop [{'on' if DEFAULTS.close_open_runs else 'off'}].")] = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite/--no-overwrite", help=f"Replace runs present in Tiled with different content [{'on' if DEFAULTS.overwrite else 'off'}].")] = None,
+    state: Annotated[Optional[Path], typer.Option("--state", help="State file for resuming [databroker-migrate-state.jsonl].")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="JSON report path [databroker-migrate-report.json].")] = None,
+    verbose: Annotated[bool, _VERBOSE] = False,
 ) -> None:
     """Migrate the selected runs (resumable: run the same command again after an interruption)."""
     _setup_logging(verbose)
     config = {**_sources_from_config(from_config), **load_config(config_path)}
     base = config_path.parent if config_path is not None else Path(".")
+    # Every option is checked before anything is opened: a bad one is exit 2, one line.
+    try:
+        options = MigrationOptions(
+            batch_size=int(_pick(batch_size, config, "batch_size", DEFAULTS.batch_size)),
+            workers=int(_pick(workers, config, "workers", DEFAULTS.workers)),
+            page_size=int(config.get("page_size", DEFAULTS.page_size)),
+            partition_runs=int(_pick(partition_runs, config, "partition_runs", DEFAULTS.partition_runs)),
+            retry=RetryPolicy(retries=int(_pick(retries, config, "retries", DEFAULTS.retry.retries))),
+            verify=bool(_pick(verify_runs, config, "verify", DEFAULTS.verify)),
+            close_open_runs=bool(_pick(close_open_runs, config, "close_open_runs", DEFAULTS.close_open_runs)),
+            overwrite=bool(_pick(overwrite, config, "overwrite", DEFAULTS.overwrite)),
+            dry_run=bool(_pick(dry_run, config, "dry_run", DEFAULTS.dry_run)),
+            progress=bool(_pick(progress, config, "progress", DEFAULTS.progress)),
+            timezone=_pick(timezone, config, "timezone", DEFAULTS.timezone),
+        )
+    except (ValueError, TypeError) as err:
+        _fail(str(err))
+    since_value = _pick(since, config, "since", None)
+    until_value = _pick(until, config, "until", None)
+    _times(since_value, until_value, options.timezone)
+    selection = _query(_pick(query, config, "query", None))
     source, client = _connect(
         _pick(metadatastore_uri, config, "metadatastore_uri", None),
         _pick(assets_uri, config, "assets_uri", None),
         _pick(tiled_uri, config, "tiled_uri", None),
         api_key,
     )
-    from .job import migrate
-    from .worker import RetryPolicy
-
     state_path = Path(_pick(state, config, "state", base / "databroker-migrate-state.jsonl"))
     report_path = Path(_pick(report, config, "report", base / "databroker-migrate-report.json"))
     try:
-        result = migrate(
+        result = run_job(
             source,
             client,
-            since=_pick(since, config, "since", None),
-            until=_pick(until, config, "until", None),
-            query=_query(_pick(query, config, "query", None)),
-            batch_size=int(_pick(batch_size, config, "batch_size", 10_000)),
-            workers=int(_pick(workers, config, "workers", 1)),
-            dry_run=bool(_pick(dry_run, config, "dry_run", False)),
-            verify=bool(_pick(verify, config, "verify", True)),
-            progress=bool(_pick(progress, config, "progress", True)),
-            close_open_runs=bool(_pick(close_open_runs, config, "close_open_runs", True)),
-            overwrite=bool(_pick(overwrite, config, "overwrite", False)),
-            page_size=int(config.get("page_size", 200)),
+            options,
+            since=since_value,
+            until=until_value,
+            query=selection,
             scheduler=_pick(scheduler, config, "scheduler", None),
             also_served_by=list(_pick(also_served_by or None, config, "also_served_by", []) or []),
             api_key=api_key,
-            retry=RetryPolicy(retries=int(_pick(retries, config, "retries", 5))),
-            partition_runs=int(_pick(partition_runs, config, "partition_runs", 25)),
             state_path=state_path,
             report_path=report_path,
         )
@@ -261,40 +297,48 @@ def run_command(
 
 @app.command("verify")
 def verify_command(
-    config_path: Optional[Path] = _CONFIG,
-    from_config: Optional[str] = _FROM_CONFIG,
-    metadatastore_uri: Optional[str] = _MDS,
-    assets_uri: Optional[str] = _ASSETS,
-    tiled_uri: Optional[str] = _TILED,
-    api_key: Optional[str] = _KEY,
-    since: Optional[str] = _SINCE,
-    until: Optional[str] = _UNTIL,
-    query: Optional[str] = _QUERY,
-    uid: Optional[list[str]] = typer.Option(None, "--uid", help="Only this run (repeatable)."),
-    close_open_runs: Optional[bool] = typer.Option(None, "--close-open-runs/--leave-open-runs", help="As given to the migration [on]."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write the verification as JSON here."),
-    verbose: bool = _VERBOSE,
+    config_path: Annotated[Optional[Path], _CONFIG] = None,
+    from_config: Annotated[Optional[str], _FROM_CONFIG] = None,
+    metadatastore_uri: Annotated[Optional[str], _MDS] = None,
+    assets_uri: Annotated[Optional[str], _ASSETS] = None,
+    tiled_uri: Annotated[Optional[str], _TILED] = None,
+    api_key: Annotated[Optional[str], _KEY] = None,
+    since: Annotated[Optional[str], _SINCE] = None,
+    until: Annotated[Optional[str], _UNTIL] = None,
+    timezone: Annotated[Optional[str], _TIMEZONE] = None,
+    query: Annotated[Optional[str], _QUERY] = None,
+    uid: Annotated[Optional[list[str]], typer.Option("--uid", help="Only this run (repeatable).")] = None,
+    close_open_runs: Annotated[Optional[bool], typer.Option("--close-open-runs/--leave-open-runs", help=f"As given to the migration [{'on' if DEFAULTS.close_open_runs else 'off'}].")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the verification as JSON here.")] = None,
+    verbose: Annotated[bool, _VERBOSE] = False,
 ) -> None:
     """Compare source and target run by run: start/stop, descriptors, event counts, column checksums."""
     _setup_logging(verbose)
     config = {**_sources_from_config(from_config), **load_config(config_path)}
+    since_value = _pick(since, config, "since", None)
+    until_value = _pick(until, config, "until", None)
+    zone_name = _pick(timezone, config, "timezone", DEFAULTS.timezone)
+    _times(since_value, until_value, zone_name)
+    selection = _query(_pick(query, config, "query", None))
     source, client = _connect(
         _pick(metadatastore_uri, config, "metadatastore_uri", None),
         _pick(assets_uri, config, "assets_uri", None),
         _pick(tiled_uri, config, "tiled_uri", None),
         api_key,
     )
-    from .verify import verify
-
-    result = verify(
-        source,
-        client,
-        uids=uid or None,
-        since=_pick(since, config, "since", None),
-        until=_pick(until, config, "until", None),
-        query=_query(_pick(query, config, "query", None)),
-        close_open_runs=bool(_pick(close_open_runs, config, "close_open_runs", True)),
-    )
+    try:
+        result = verify(
+            source,
+            client,
+            uids=uid or None,
+            since=since_value,
+            until=until_value,
+            query=selection,
+            close_open_runs=bool(_pick(close_open_runs, config, "close_open_runs", DEFAULTS.close_open_runs)),
+            timezone=zone_name,
+        )
+    except (ValueError, TypeError) as err:
+        _fail(str(err))
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.to_dict(), indent=2, default=str))

@@ -5,8 +5,9 @@ maybe on other machines, so it cannot hand them its open MongoDB and Tiled
 connections. It hands them specs instead; each worker process opens its own
 connections from them once and keeps them for the partitions it runs.
 
-- :class:`MongoSpec`: the MongoDB URIs of a :class:`~databroker_compat.migration.mongo.LegacySource`
-  (``LegacySource.from_uris`` records one on the source it returns);
+- :class:`~databroker_compat.migration.source.MongoSpec`: the MongoDB URIs of a
+  :class:`~databroker_compat.migration.source.LegacySource` (``LegacySource.from_uris``
+  records one on the source it returns); it lives with the source, which it opens;
 - :class:`TiledSpec`: the URI of the target container and the API key. The key travels
   inside the task (use TLS between client, scheduler and workers on a shared network)
   and never appears in a ``repr``, a log line or a report;
@@ -20,11 +21,18 @@ TiledSpec('http://tiled:8000/api/v1/metadata/raw', api_key=***)
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
-from .redact import redact
+from .._redact import redact
+from .source import MongoSpec
+
+if TYPE_CHECKING:
+    from tiled.client.container import Container
 
 __all__ = ["MongoSpec", "TiledSpec", "open_cached", "source_spec", "target_specs", "warm"]
 
@@ -57,29 +65,6 @@ def warm(spec: Callable[[], Any]) -> str:
 
 
 @dataclass(frozen=True)
-class MongoSpec:
-    """MongoDB URIs (each naming its database) plus ``LegacySource`` options.
-
-    >>> MongoSpec("mongodb://user:pw@host/mds")
-    MongoSpec('mongodb://user:***@host/mds', assets_uri=None)
-    """
-
-    metadatastore_uri: str
-    assets_uri: str | None = None
-    name: str | None = None
-    options: tuple[tuple[str, Any], ...] = ()
-
-    def __call__(self):
-        from .mongo import LegacySource
-
-        return LegacySource.from_uris(self.metadatastore_uri, self.assets_uri, name=self.name, **dict(self.options))
-
-    def __repr__(self) -> str:
-        assets = repr(redact(self.assets_uri)) if self.assets_uri else None
-        return f"MongoSpec({redact(self.metadatastore_uri)!r}, assets_uri={assets})"
-
-
-@dataclass(frozen=True)
 class TiledSpec:
     """The URI of a Tiled container (a server root or any node below it) and its API key.
 
@@ -90,7 +75,7 @@ class TiledSpec:
     uri: str
     api_key: str | None = field(default=None, compare=True)
 
-    def __call__(self):
+    def __call__(self) -> Container:
         from tiled.client import from_uri
 
         return from_uri(self.uri, api_key=self.api_key) if self.api_key else from_uri(self.uri)
@@ -99,9 +84,18 @@ class TiledSpec:
         return f"TiledSpec({redact(self.uri)!r}, api_key={'***' if self.api_key else None})"
 
 
-def source_spec(source) -> Callable[[], Any] | None:
-    """A spec a worker can open ``source`` from, or None (e.g. an in-memory mongomock source)."""
-    if isinstance(source, MongoSpec) or (callable(source) and not hasattr(source, "documents")):
+def is_open_source(source: object) -> bool:
+    """Whether ``source`` is an open source (it has ``documents``) rather than a spec to open."""
+    return hasattr(source, "documents")
+
+
+def source_spec(source: Any) -> Callable[[], Any] | None:
+    """A spec a worker can open ``source`` from, or None (e.g. an in-memory mongomock source).
+
+    >>> source_spec(MongoSpec("mongodb://host/mds"))
+    MongoSpec('mongodb://host/mds', assets_uri=None)
+    """
+    if isinstance(source, MongoSpec) or (callable(source) and not is_open_source(source)):
         return source
     return getattr(source, "spec", None)
 
@@ -111,16 +105,13 @@ def _with_base(uri: str, base: str | None = None) -> str:
 
     Empty path segments (tiled writes ``metadata//x`` for children of the root) are dropped.
     """
-    import re
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(uri)
     other = urlsplit(base) if base else parts
     path = re.sub(r"/{2,}", "/", parts.path)
     return urlunsplit((other.scheme or parts.scheme, other.netloc, path, parts.query, ""))
 
 
-def target_specs(client, *, also_served_by: list[str] | None = None, api_key: str | None = None) -> list[TiledSpec]:
+def target_specs(client: Any, *, also_served_by: list[str] | None = None, api_key: str | None = None) -> list[TiledSpec]:
     """Specs for the container ``client``; one per server process when several serve it.
 
     ``also_served_by`` lists the base URIs (``http://host:port``) of other Tiled server

@@ -6,8 +6,8 @@ their treatment") can point at one place. The functions never modify their input
 
 Fixes that concern the writer itself (specs without a MIME type, the trailing ``/``
 AD_TIFF resources need, a stop whose ``exit_status`` the writer's schema refuses) go
-through ``TiledWriter``'s own hooks; :func:`writer_patches` and
-:data:`LEGACY_SPEC_TO_MIMETYPE` provide them (see :mod:`.writer`).
+through ``TiledWriter``'s own hooks, which :mod:`.writer` sets up
+(``writer_patches``, ``LEGACY_SPEC_TO_MIMETYPE``).
 
 >>> plain({"a": float("nan"), "b": (1, 2)})
 {'a': None, 'b': [1, 2]}
@@ -15,19 +15,22 @@ through ``TiledWriter``'s own hooks; :func:`writer_patches` and
 
 from __future__ import annotations
 
-import datetime
 import logging
 import math
 import uuid
-from typing import Any, Callable
+from typing import Any
+
+from .values import event_value, plain, safe_key
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CLOSING_REASON",
     "EXIT_STATUS_ALIASES",
-    "LEGACY_SPEC_TO_MIMETYPE",
     "UNKNOWN_EXIT_STATUS",
     "closing_stop",
+    "final_stop",
+    "is_closing_stop",
     "normalise_datum",
     "normalise_descriptor",
     "normalise_event",
@@ -35,12 +38,14 @@ __all__ = [
     "normalise_start",
     "normalise_stop",
     "plain",
-    "writer_patches",
 ]
 
 #: The ``exit_status`` of a stop document the migration writes for a run that had none,
 #: and of a legacy stop whose status means nothing known.
 UNKNOWN_EXIT_STATUS = "unknown"
+
+#: The ``reason`` of the stop document written for a run that had none.
+CLOSING_REASON = "The run had no stop document in the legacy database; migrated without a stop document."
 
 #: Legacy spellings of the three exit statuses of the event-model schema.
 EXIT_STATUS_ALIASES = {
@@ -62,83 +67,8 @@ EXIT_STATUS_ALIASES = {
     "error": "fail",
 }
 
-#: MIME types for resource specs found in legacy data that the writer's own table lacks.
-#: Only MIME types that Tiled servers can read are listed; a spec missing here (and from
-#: the writer's table) makes the migration leave that detector's values out of the run,
-#: with a warning, instead of registering an asset that cannot be read.
-LEGACY_SPEC_TO_MIMETYPE = {
-    "AD_HDF5_TS": "application/x-hdf5",
-    "AD_EIGER": "application/x-hdf5",
-    "AD_EIGER2": "application/x-hdf5",
-    "AD_EIGER_SLICE": "application/x-hdf5",
-    "ADHDF5_SWMR_STREAM": "application/x-hdf5",
-    "HDF5_SINGLE": "application/x-hdf5",
-    "AD_TIFF_SEQ": "multipart/related;type=image/tiff",
-    "TIFF": "multipart/related;type=image/tiff",
-    "NPY_SEQ": "multipart/related;type=application/x-npy",
-}
-
 _JSON_DTYPES = {"string", "number", "array", "boolean", "integer"}
 _STREAM_KEY_NAMESPACE = uuid.UUID("7d4c2b8e-4f6a-4c1e-9a55-0b8f3f1e2a61")
-
-# -- values ----------------------------------------------------------------------
-
-
-def plain(value: Any) -> Any:
-    """A JSON-ready copy of a value read from MongoDB.
-
-    ObjectIds become their hex string, BSON datetimes (naive, UTC) become ISO 8601
-    strings with ``+00:00``, tuples become lists, NaN and +/-Infinity become ``None``
-    (JSON, and so Tiled metadata, cannot hold them), numpy scalars become Python
-    numbers. Keys of dicts are made strings.
-
-    >>> import datetime
-    >>> plain({"when": datetime.datetime(2016, 5, 1, 12, 0)})
-    {'when': '2016-05-01T12:00:00+00:00'}
-    """
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        return value.isoformat()
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    if hasattr(value, "binary") and type(value).__name__ == "ObjectId":
-        return str(value)
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return plain(value.tolist())
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _event_value(value: Any) -> Any:
-    """An event value as the writer takes it: like :func:`plain`, but NaN/inf are kept."""
-    if isinstance(value, (float, int, str, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_event_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _event_value(v) for k, v in value.items()}
-    return plain(value)
-
-
-def _is_objectid(value: Any) -> bool:
-    return type(value).__name__ == "ObjectId"
-
-
-def _safe_key(key: str) -> str:
-    return key.replace(".", "_").replace("/", "_")
-
 
 # -- documents -------------------------------------------------------------------
 
@@ -158,7 +88,7 @@ def normalise_start(raw: dict, warnings: list[str]) -> dict:
     for key, value in raw.items():
         if key == "_id":
             continue
-        new_key = _safe_key(str(key))
+        new_key = safe_key(str(key))
         if new_key != key:
             warnings.append(f"start: key {key!r} renamed {new_key!r} (dots and slashes are not allowed)")
         doc[new_key] = plain(value)
@@ -200,7 +130,7 @@ def normalise_stop(raw: dict, run_uid: str, warnings: list[str]) -> dict:
     for key, value in raw.items():
         if key in ("_id", "run_start_id"):
             continue
-        doc[_safe_key(str(key))] = plain(value)
+        doc[safe_key(str(key))] = plain(value)
     doc["run_start"] = run_uid
     if "uid" not in doc:
         doc["uid"] = str(uuid.uuid5(_STREAM_KEY_NAMESPACE, f"{run_uid}/stop"))
@@ -233,9 +163,59 @@ def closing_stop(run_uid: str, time: float, num_events: dict[str, int]) -> dict:
         "run_start": run_uid,
         "time": float(time),
         "exit_status": UNKNOWN_EXIT_STATUS,
-        "reason": "The run had no stop document in the legacy database; migrated without a stop document.",
+        "reason": CLOSING_REASON,
         "num_events": dict(num_events),
     }
+
+
+def is_closing_stop(stop: dict) -> bool:
+    """Whether ``stop`` is one :func:`closing_stop` made up (its uid and time are not the source's).
+
+    >>> is_closing_stop(closing_stop("u", 5.0, {})), is_closing_stop({"exit_status": "success"})
+    (True, False)
+    """
+    return stop.get("exit_status") == UNKNOWN_EXIT_STATUS and "migrat" in str(stop.get("reason", ""))
+
+
+def final_stop(
+    run_uid: str,
+    raw: dict | None,
+    *,
+    close_open_runs: bool,
+    last_event_time: float | None,
+    start_time: float,
+    num_events: dict[str, int],
+    warnings: list[str],
+) -> dict | None:
+    """The stop document a migrated run ends with: its own, a closing one, or none.
+
+    Parameters
+    ----------
+    run_uid : str
+        The start uid.
+    raw : dict or None
+        The stored ``run_stop`` record, if the run has one (normalised by :func:`normalise_stop`).
+    close_open_runs : bool
+        Without a record: write a :func:`closing_stop` (True) or leave the run open (False: ``None``).
+    last_event_time, start_time : float
+        The closing stop's time: the last event's, else the start's.
+    num_events : dict
+        Stream name -> events, for the closing stop.
+    warnings : list of str
+        Appended to, one line per fix.
+
+    >>> warnings = []
+    >>> final_stop("u", None, close_open_runs=True, last_event_time=None, start_time=1.0,
+    ...            num_events={}, warnings=warnings)["time"], warnings
+    (1.0, ["no stop document; a stop with exit_status 'unknown' is written"])
+    """
+    if raw is not None:
+        return normalise_stop(raw, run_uid, warnings)
+    if close_open_runs:
+        warnings.append("no stop document; a stop with exit_status 'unknown' is written")
+        return closing_stop(run_uid, last_event_time if last_event_time is not None else start_time, num_events)
+    warnings.append("no stop document; left open, so TiledWriter writes no events")
+    return None
 
 
 def _infer_dtype(value: Any) -> tuple[str, list[int]]:
@@ -290,7 +270,7 @@ def normalise_descriptor(
     for key, value in raw.items():
         if key in ("_id", "run_start_id"):
             continue
-        doc[_safe_key(str(key))] = plain(value)
+        doc[safe_key(str(key))] = plain(value)
     uid = doc.get("uid")
     doc["run_start"] = run_uid
     if not doc.get("name"):
@@ -369,7 +349,7 @@ def normalise_event(raw: dict, descriptor: dict, warnings_counter: dict[str, int
     """
     data_keys = descriptor["data_keys"]
     data_in = raw.get("data") or {}
-    timestamps_in = raw.get("timestamps")
+    timestamps_in: Any = raw.get("timestamps")
     time = raw.get("time")
     data: dict[str, Any] = {}
     timestamps: dict[str, Any] = {}
@@ -388,7 +368,7 @@ def normalise_event(raw: dict, descriptor: dict, warnings_counter: dict[str, int
             warnings_counter[label] = warnings_counter.get(label, 0) + 1
             continue
         spec = data_keys[key]
-        value = _event_value(value)
+        value = event_value(value)
         if "external" not in spec:
             value, changed = _coerce(value, spec.get("dtype"))
             if changed:
@@ -456,37 +436,3 @@ def normalise_datum(raw: dict, resource_uid: str) -> dict:
         "resource": resource_uid,
         "datum_kwargs": plain(raw.get("datum_kwargs") or {}),
     }
-
-
-# -- writer hooks ------------------------------------------------------------------
-
-
-def _resource_patch(doc: dict) -> dict:
-    """AD_TIFF resources name a directory: the writer needs the trailing ``/``."""
-    if str(doc.get("spec", "")).upper() == "AD_TIFF":
-        path = doc.get("resource_path", "")
-        if path and not path.endswith("/"):
-            doc["resource_path"] = path + "/"
-    return doc
-
-
-def writer_patches() -> dict[str, Callable[[dict], dict]]:
-    """The ``patches`` given to ``TiledWriter`` for legacy data.
-
-    >>> sorted(writer_patches())
-    ['resource']
-    """
-    return {"resource": _resource_patch}
-
-
-def stream_names(descriptors: list[dict]) -> dict[str, list[str]]:
-    """Stream name -> descriptor uids, in order."""
-    out: dict[str, list[str]] = {}
-    for desc in descriptors:
-        out.setdefault(desc["name"], []).append(desc["uid"])
-    return out
-
-
-def is_objectid(value: Any) -> bool:
-    """True for a BSON ObjectId (without importing bson)."""
-    return _is_objectid(value)

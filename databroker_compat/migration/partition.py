@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Partition", "plan_partitions"]
+from ..exceptions import BadArgument
+
+__all__ = ["GROUP_EVENTS", "GROUP_RUNS", "LARGE_RUN_EVENTS", "Partition", "pages", "plan_partitions"]
 
 #: A run with at least this many events is a partition of its own.
 LARGE_RUN_EVENTS = 20_000
@@ -56,9 +58,16 @@ def plan_partitions(
     Yields
     ------
     Partition
+
+    Raises
+    ------
+    BadArgument
+        A limit below 1 (a ``ValueError``; ``err.option`` names it).
     """
-    if max_runs < 1 or group_events < 1 or large_run_events < 1:
-        raise ValueError("partition limits must be positive")
+    limits = {"large_run_events": large_run_events, "group_events": group_events, "max_runs": max_runs}
+    for option, value in limits.items():
+        if value < 1:
+            raise BadArgument(f"partition limits must be positive: {option}={value!r}", option=option, value=value)
     index = 0
     group = Partition(index)
     for uid, events in sizes:
@@ -78,3 +87,19 @@ def plan_partitions(
             group = Partition(index)
     if group.uids:
         yield group
+
+
+def pages(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """``items`` in lists of ``size`` (the last one shorter), read lazily.
+
+    >>> list(pages("abcde", 2))
+    [['a', 'b'], ['c', 'd'], ['e']]
+    """
+    page: list[str] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page

@@ -16,17 +16,24 @@ import math
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .redact import redact
+from .. import _tiled
+from .._redact import redact
+from ..exceptions import MigrationError
+from ..layout import INTERNAL_TABLE, column_of, is_stream
+from .legacy import is_closing_stop
+
+if TYPE_CHECKING:
+    from tiled.client.container import Container
+
+    from .source import LegacySource
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RunVerification", "StreamChecksums", "VerificationReport", "verify", "verify_run"]
 
 _MASK = (1 << 64) - 1
-# Data keys the writer renames in the event table.
-_RENAMED = {"time": "time_", "seq_num": "seq_num_"}
 
 
 def _token(value: Any) -> bytes:
@@ -108,7 +115,7 @@ class SourceTally:
         elif name == "event_page":
             from event_model import unpack_event_page
 
-            for event in unpack_event_page(doc):
+            for event in unpack_event_page(cast(Any, doc)):
                 self._event(event)
 
     def _event(self, doc: dict) -> None:
@@ -190,25 +197,17 @@ class VerificationReport:
         return "\n".join(lines)
 
 
-def _target_streams(run_client) -> dict[str, dict]:
-    from .. import _tiled
-
-    streams = {}
-    for item in _tiled.iter_children(run_client.context, run_client.item):
-        specs = {s["name"] for s in item["attributes"].get("specs") or []}
-        if "BlueskyEventStream" in specs or item["attributes"]["structure_family"] == "composite":
-            streams[item["id"]] = item
-    return streams
+def _target_streams(run_client: Any) -> dict[str, dict]:
+    """Stream name -> item of the run's stream nodes (the layout's rule of what a stream is)."""
+    return {item["id"]: item for item in _tiled.iter_children(run_client.context, run_client.item) if is_stream(item)}
 
 
-def _target_stream_tally(context, item: dict, wanted: Iterable[str]) -> tuple[StreamChecksums, list[str]]:
+def _target_stream_tally(context: Any, item: dict, wanted: Iterable[str]) -> tuple[StreamChecksums, list[str]]:
     """Event count and checksums of the keys ``wanted`` in one target stream."""
-    from .. import _tiled
-
     problems: list[str] = []
     tally = StreamChecksums()
     path = _tiled.node_path(item)
-    table = _tiled.read_table(context, [*path, "internal"])
+    table = _tiled.read_table(context, [*path, INTERNAL_TABLE])
     if table is None:
         # No event table: only external keys, or no events at all.
         for child in _tiled.iter_children(context, item, metadata=False):
@@ -220,17 +219,19 @@ def _target_stream_tally(context, item: dict, wanted: Iterable[str]) -> tuple[St
     columns = set(table.column_names)
     seq = table.column("seq_num").to_pylist() if "seq_num" in columns else list(range(1, table.num_rows + 1))
     for key in wanted:
-        column = _RENAMED.get(key, key)
+        column = column_of(key)
         if column not in columns:
             problems.append(f"column {key!r} missing from the target table")
             continue
-        for s, v in zip(seq, table.column(column).to_pylist()):
+        for s, v in zip(seq, table.column(column).to_pylist(), strict=True):
             tally.add(key, s, v)
     return tally, problems
 
 
-def compare_run(tally: SourceTally, run_client, *, expected_stop: dict | None = None) -> RunVerification:
+def compare_run(tally: SourceTally, run_client: Any, *, expected_stop: dict | None = None) -> RunVerification:
     """Compare what the source yielded (``tally``) with the run node ``run_client``."""
+    if tally.start is None:
+        raise MigrationError("compare_run() needs a run's documents; no start document went past the tally.")
     uid = tally.start["uid"]
     mismatches: list[str] = []
     metadata = dict(run_client.metadata)
@@ -246,7 +247,7 @@ def compare_run(tally: SourceTally, run_client, *, expected_stop: dict | None = 
         mismatches.append("stop document missing in target")
     else:
         diff = _diff_keys(source_stop, target_stop)
-        if _synthesized(source_stop):
+        if is_closing_stop(source_stop):
             # A stop made up for a run that had none: its uid and time are not the source's.
             diff = [k for k in diff if k not in ("uid", "time")]
         if diff:
@@ -282,7 +283,7 @@ def compare_run(tally: SourceTally, run_client, *, expected_stop: dict | None = 
     return RunVerification(uid, not mismatches, mismatches, counts)
 
 
-def verify_run(source, tiled_client, uid: str, *, close_open_runs: bool = True) -> RunVerification:
+def verify_run(source: LegacySource, tiled_client: Any, uid: str, *, close_open_runs: bool = True) -> RunVerification:
     """Verify one run: read it from ``source`` and compare with ``tiled_client[uid]``.
 
     Examples
@@ -290,9 +291,7 @@ def verify_run(source, tiled_client, uid: str, *, close_open_runs: bool = True) 
     >>> verify_run(source, client, "9d5c...").ok   # doctest: +SKIP
     True
     """
-    from .. import _tiled
-
-    container = _tiled.as_container(tiled_client)
+    container: Container = _tiled.as_container(tiled_client)
     tally = SourceTally()
     for _ in tally.tee(source.documents(uid, close_open_runs=close_open_runs)):
         pass
@@ -305,19 +304,16 @@ def verify_run(source, tiled_client, uid: str, *, close_open_runs: bool = True) 
     return compare_run(tally, run_client)
 
 
-def _synthesized(stop: dict) -> bool:
-    return stop.get("exit_status") == "unknown" and "migrat" in str(stop.get("reason", ""))
-
-
 def verify(
-    source,
-    tiled_client,
+    source: LegacySource,
+    tiled_client: Any,
     *,
     uids: Iterable[str] | None = None,
     since: Any = None,
     until: Any = None,
     query: dict | None = None,
     close_open_runs: bool = True,
+    timezone: str | None = None,
 ) -> VerificationReport:
     """Compare every selected source run with the target and report mismatches.
 
@@ -328,7 +324,9 @@ def verify(
     tiled_client : tiled container client
         The node the runs were migrated into.
     uids : iterable of str, optional
-        Only these runs; otherwise the runs ``since``/``until``/``query`` select.
+        Only these runs; otherwise the runs ``since``/``until``/``query`` select
+        (times read as :func:`~databroker_compat.migration.migrate` reads them, naive
+        ones in ``timezone``, this machine's zone by default).
     close_open_runs : bool
         As given to the migration (decides what stop document the source implies).
 
@@ -343,7 +341,7 @@ def verify(
     True
     """
     if uids is None:
-        uids = source.find_run_uids(since=since, until=until, query=query)
+        uids = source.find_run_uids(since=since, until=until, query=query, timezone=timezone)
     report = VerificationReport()
     for uid in uids:
         try:

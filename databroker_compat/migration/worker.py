@@ -2,87 +2,61 @@
 
 :func:`migrate_partition` is the task a job executes, inline, on a thread or on a
 ``dask.distributed`` worker. Per run (:func:`migrate_run`) it decides from the target's
-content, not from the driver's memory, what to do:
+content, not from the driver's memory, what to do (:func:`~.decide.decide`: write,
+skip, rewrite or refuse).
 
-- absent: write it;
-- present and complete (same start, stop, streams and row counts): skip it;
-- present but half-written (no stop, or marked failed by an earlier pass of the job):
-  delete it and write it again;
-- present with a stop and different content: leave it and report it, unless
-  ``overwrite``.
-
-A write that fails with a transient error (the server answered 5xx or 429, went away,
-or a run appeared half-written under us) is retried with exponential backoff and
-jitter: the next attempt starts by looking at the target again, so a run the failed
-attempt left behind is removed first. A run whose verification fails is rewritten
-once more the same way. A run that keeps failing is reported; the partition goes on.
-Because every decision is taken from the target, running a partition twice (a dask
-worker died and its task was run again elsewhere) moves nothing twice.
+A write that fails with a transient error (:func:`is_transient`: the server answered
+5xx or 429, went away, or a run appeared half-written under us) is retried with
+exponential backoff and jitter: the next attempt starts by looking at the target
+again, so a run the failed attempt left behind is removed first. A run whose
+verification fails is rewritten once more the same way. A run that keeps failing is
+reported; the partition goes on. Because every decision is taken from the target,
+running a partition twice (a dask worker died and its task was run again elsewhere)
+moves nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
+from .. import _tiled
+from .._redact import redact
 from ..exceptions import MigrationError
-from .redact import redact
+from .connect import is_open_source, open_cached
+from .decide import REFUSE, REWRITE, SKIP, TargetRun, decide
+from .options import DEFAULTS, MigrationOptions
+from .readahead import ReadAhead, Tee
+from .report import FAILED, MIGRATED, REWRITTEN, SKIPPED, RunOutcome
+from .target import delete_run, inspect_run, present_uids
 from .verify import RunVerification, SourceTally, compare_run
+from .writer import write_run
+
+if TYPE_CHECKING:
+    from tiled.client.container import Container
+
+    from .source import LegacySource
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RetryPolicy", "RunOutcome", "is_transient", "migrate_partition", "migrate_run"]
+__all__ = ["is_transient", "migrate_partition", "migrate_run"]
 
-MIGRATED = "migrated"
-REWRITTEN = "rewritten"
-SKIPPED = "skipped"
-FAILED = "failed"
-
-
-@dataclass
-class RunOutcome:
-    """What happened to one source run."""
-
-    uid: str
-    status: str
-    events: int = 0
-    seconds: float = 0.0
-    reason: str = ""
-    warnings: list[str] = field(default_factory=list)
-    attempts: int = 1
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a run is retried after a transient failure.
-
-    The wait before attempt ``n + 1`` is ``min(backoff_max, backoff * 2**(n-1))``
-    seconds, times a random factor in [0.5, 1] so that workers that failed together do
-    not come back together.
-
-    >>> RetryPolicy(retries=3, backoff=1.0, backoff_max=4.0).delay(3, jitter=False)
-    4.0
-    """
-
-    retries: int = 5
-    backoff: float = 1.0
-    backoff_max: float = 30.0
-
-    def delay(self, attempt: int, *, jitter: bool = True) -> float:
-        base = min(self.backoff_max, self.backoff * 2 ** max(attempt - 1, 0))
-        return base * (random.uniform(0.5, 1.0) if jitter else 1.0)
+#: Called with a uid just before the run is written.
+OnStart = Callable[[str], None]
+#: Called with each run's result (``{"outcome", "verification"}``) as soon as it is known.
+OnResult = Callable[[dict[str, Any]], None]
 
 
 class _VerificationFailed(MigrationError):
-    def __init__(self, verification: RunVerification):
-        super().__init__("; ".join(verification.mismatches))
+    def __init__(self, verification: RunVerification) -> None:
+        super().__init__("; ".join(verification.mismatches), uid=verification.uid, mismatches=verification.mismatches)
         self.verification = verification
 
 
-_TRANSIENT_NAMES = {
+_MONGO_NETWORK_ERRORS = {
     # pymongo's network errors, matched by name so pymongo is not imported here
     "AutoReconnect",
     "NetworkTimeout",
@@ -92,13 +66,14 @@ _TRANSIENT_NAMES = {
 }
 
 
-def is_transient(err: BaseException) -> bool:
+def is_transient(err: BaseException | None) -> bool:
     """Whether ``err`` (or an error it was raised from) is worth retrying later.
 
-    Transient: a transport error (refused, reset, timed out), an HTTP 5xx or 429, an
-    HTTP 409 (the run appeared while we wrote it: an earlier attempt's request got
-    through), a MongoDB network error, a failed verification. Not transient: any other
-    4xx (bad data, no permission), a source that does not hold the run, a bug.
+    Transient: what :func:`databroker_compat._tiled.is_transient` retries (a transport
+    error, an HTTP 5xx or 429), and, for the migration, an HTTP 409 (the run appeared
+    while we wrote it: an earlier attempt's request got through), a network error
+    (to MongoDB or any socket), a failed verification. Not transient: any other 4xx
+    (bad data, no permission), a source that does not hold the run, a bug.
 
     >>> import httpx
     >>> is_transient(httpx.ConnectError("refused"))
@@ -113,171 +88,68 @@ def is_transient(err: BaseException) -> bool:
         seen.add(id(err))
         if isinstance(err, _VerificationFailed):
             return True
-        if isinstance(err, httpx.TransportError):
-            return True
         if isinstance(err, httpx.HTTPStatusError):
-            status = err.response.status_code
-            return status >= 500 or status in (409, 429)
-        if isinstance(err, (ConnectionError, TimeoutError)):
+            return err.response.status_code == 409 or _tiled.is_transient(err)
+        if _tiled.is_transient(err) or isinstance(err, (ConnectionError, TimeoutError)):
             return True
-        if {cls.__name__ for cls in type(err).__mro__} & _TRANSIENT_NAMES:
+        if {cls.__name__ for cls in type(err).__mro__} & _MONGO_NETWORK_ERRORS:
             return True
         err = err.__cause__ or err.__context__
     return False
 
 
-class _Tee:
-    """Documents passed through a ``SourceTally``, keeping the reader's ``warnings`` list."""
-
-    def __init__(self, documents, tally: SourceTally):
-        self.warnings = getattr(documents, "warnings", None)
-        self._it = tally.tee(documents)
-
-    def __iter__(self):
-        return self._it
-
-
-class _ReadAhead:
-    """Iterate a run's documents read by a background thread, a bounded number ahead.
-
-    Reading MongoDB (decoding, normalising) and writing to Tiled (waiting for the
-    server) then overlap instead of taking turns. At most ``depth`` documents wait in
-    between, so memory stays bounded; the reader's ``warnings`` list is handed through
-    (it is complete once the stop document has been read). ``close()`` stops the thread
-    when the consumer gives up early.
-    """
-
-    _END = object()
-    _CHUNK = 500
-
-    def __init__(self, documents, depth: int = 4_000):
-        import queue
-        import threading
-
-        self.warnings = getattr(documents, "warnings", None)
-        self._queue: Any = queue.Queue(maxsize=max(depth // self._CHUNK, 1))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, args=(documents,), name="migrate-read-ahead", daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        import queue
-
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _read(self, documents) -> None:
-        chunk: list = []
-        try:
-            for pair in documents:
-                chunk.append(pair)
-                if len(chunk) >= self._CHUNK:
-                    if not self._put(chunk):
-                        return
-                    chunk = []
-            if chunk and not self._put(chunk):
-                return
-            self._put(self._END)
-        except BaseException as err:  # handed to the consumer, raised there
-            self._put(err)
-
-    def __iter__(self):
-        try:
-            while True:
-                item = self._queue.get()
-                if item is self._END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield from item
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        import queue
-
-        self._stop.set()
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        self._thread.join(timeout=10)
-
-
-def present_uids(container, uids: list[str]) -> set[str]:
-    """Which of ``uids`` are keys of the target container (one search, one page per 100 hits)."""
-    from tiled.queries import In
-
-    if not uids:
-        return set()
-    # The search client sends the query with every page request; a hand-made listing
-    # of the container's own search link would list all of its children instead.
-    return set(container.search(In("start.uid", list(uids))).keys()) & set(uids)
-
-
-def _remove_partial(container, uid: str) -> str:
+def _remove_partial(container: Container, uid: str) -> str:
     """Delete what a failed attempt left of ``uid``; '' or a note on why it could not."""
-    from . import writer as _writer
-
     try:
         if uid in present_uids(container, [uid]):
-            _writer.delete_run(container, uid)
+            delete_run(container, uid)
     except Exception as cleanup:
         return f" (and removing the partial run failed: {redact(cleanup)}; the next pass rewrites it)"
     return ""
 
 
-def _attempt(source, container, uid: str, present: bool | None, started_here: bool, options: dict, on_start, touched: list):
+def _attempt(
+    source: LegacySource,
+    container: Container,
+    uid: str,
+    present: bool | None,
+    started_here: bool,
+    options: MigrationOptions,
+    on_start: OnStart | None,
+    touched: list[bool],
+) -> tuple[RunOutcome, RunVerification | None]:
     """One try at one run. ``touched[0]`` becomes True once it deletes or writes in the target."""
-    from . import writer as _writer
-
     t0 = time.monotonic()
-    close_open_runs = options.get("close_open_runs", True)
     if present is None:
         present = uid in present_uids(container, [uid])
-    rewrite = False
+    target = TargetRun(present=False)
     if present:
-        expected = source.expected(uid, close_open_runs=close_open_runs)
-        state = _writer.run_state(container, uid, expected)
-        if state == "complete":
-            return RunOutcome(uid, SKIPPED, reason="already present in the target with the same content"), None
-        has_stop = container[uid].metadata.get("stop") is not None
-        if not (started_here or options.get("overwrite") or not has_stop):
-            return (
-                RunOutcome(
-                    uid,
-                    FAILED,
-                    reason="a run with this uid is already in the target with different content; "
-                    "it was left untouched (inspect it, then pass overwrite=True / --overwrite to replace it)",
-                ),
-                None,
-            )
-        logger.info("Run %s is in the target but incomplete or different; deleting it to write it again", uid)
+        target = inspect_run(container, uid, source.expected(uid, close_open_runs=options.close_open_runs))
+    decision = decide(target, started_here=started_here, overwrite=options.overwrite)
+    if decision.action == SKIP:
+        return RunOutcome(uid, SKIPPED, reason=decision.reason), None
+    if decision.action == REFUSE:
+        return RunOutcome(uid, FAILED, reason=decision.reason), None
+    if decision.action == REWRITE:
+        logger.info("Run %s: %s; deleting it to write it again", uid, decision.reason)
         touched[0] = True
-        _writer.delete_run(container, uid)
-        rewrite = True
+        delete_run(container, uid)
     if on_start is not None:
         on_start(uid)
     touched[0] = True
     tally = SourceTally()
-    documents = source.documents(uid, close_open_runs=close_open_runs)
-    if options.get("read_ahead", True):
-        documents = _ReadAhead(documents)
+    documents: Any = source.documents(uid, close_open_runs=options.close_open_runs)
+    if options.read_ahead:
+        documents = ReadAhead(documents)
     try:
-        written = _writer.write_run(container, _Tee(documents, tally), batch_size=options.get("batch_size", 10_000))
+        written = write_run(container, Tee(documents, tally), batch_size=options.batch_size)
     finally:
-        if isinstance(documents, _ReadAhead):
+        if isinstance(documents, ReadAhead):
             documents.close()
     events = sum(s.events for s in tally.streams.values())
-    warnings = list(dict.fromkeys([*getattr(documents, "warnings", []), *written.notes]))
+    warnings = list(dict.fromkeys([*(getattr(documents, "warnings", None) or []), *written.notes]))
     verification = None
-    if options.get("verify", True):
+    if options.verify:
         try:
             verification = compare_run(tally, container[uid])
         except Exception as err:
@@ -286,20 +158,19 @@ def _attempt(source, container, uid: str, present: bool | None, started_here: bo
             verification = RunVerification(uid, False, [f"verification raised {type(err).__name__}: {redact(err)}"])
         if not verification.ok:
             raise _VerificationFailed(verification)
-    outcome = RunOutcome(uid, REWRITTEN if rewrite else MIGRATED, events, time.monotonic() - t0, warnings=warnings)
-    return outcome, verification
+    status = REWRITTEN if decision.action == REWRITE else MIGRATED
+    return RunOutcome(uid, status, events, time.monotonic() - t0, warnings=warnings), verification
 
 
 def migrate_run(
-    source,
-    container,
+    source: LegacySource,
+    container: Container,
     uid: str,
     *,
     present: bool | None = None,
     started_here: bool = False,
-    options: dict | None = None,
-    retry: RetryPolicy | None = None,
-    on_start=None,
+    options: MigrationOptions = DEFAULTS,
+    on_start: OnStart | None = None,
 ) -> tuple[RunOutcome, RunVerification | None]:
     """Migrate one run with retries; returns its outcome and, if verified, the verification.
 
@@ -313,9 +184,8 @@ def migrate_run(
     started_here : bool
         An earlier pass of this job wrote it and did not finish: rewrite it even if it
         has a stop document.
-    options : dict
-        ``batch_size``, ``verify``, ``close_open_runs``, ``overwrite``.
-    retry : RetryPolicy
+    options : MigrationOptions
+        ``batch_size``, ``verify``, ``close_open_runs``, ``overwrite``, ``read_ahead``, ``retry``.
     on_start : callable, optional
         Called with the uid just before the run is written (the job records it).
 
@@ -323,8 +193,7 @@ def migrate_run(
     >>> outcome.status                                               # doctest: +SKIP
     'migrated'
     """
-    options = options or {}
-    retry = retry or RetryPolicy()
+    retry = options.retry
     t0 = time.monotonic()
     attempt = 0
     touched = [False]  # whether an attempt deleted or wrote anything of this run in the target
@@ -358,15 +227,14 @@ def migrate_run(
 
 
 def migrate_partition(
-    source,
-    target,
+    source: Any,
+    target: Any,
     uids: list[str],
     *,
-    started_here: list[str] | tuple[str, ...] = (),
-    options: dict | None = None,
-    retry: RetryPolicy | None = None,
-    on_start=None,
-    on_result=None,
+    started_here: Iterable[str] = (),
+    options: MigrationOptions = DEFAULTS,
+    on_start: OnStart | None = None,
+    on_result: OnResult | None = None,
 ) -> list[dict[str, Any]]:
     """Migrate ``uids`` (one partition); returns one ``{"outcome", "verification"}`` dict per run.
 
@@ -379,15 +247,11 @@ def migrate_partition(
     >>> migrate_partition(MongoSpec(uri), TiledSpec(url, key), [uid])   # doctest: +SKIP
     [{'outcome': {'uid': ..., 'status': 'migrated', ...}, 'verification': {...}}]
     """
-    from .. import _tiled
-    from .connect import open_cached
-
-    if callable(source) and not hasattr(source, "documents"):
+    if callable(source) and not is_open_source(source):
         source = open_cached(source)
     if not hasattr(target, "context"):
         target = open_cached(target)
     container = _tiled.as_container(target)
-    retry = retry or RetryPolicy()
     try:
         present: set[str] | None = present_uids(container, uids)
     except Exception as err:  # the target is away: each run looks for itself, with retries
@@ -399,30 +263,23 @@ def migrate_partition(
             source.prefetch([u for u in uids if u not in present])
         except Exception as err:
             logger.info("Reading ahead failed (%s); reading run by run", redact(err))
-    results = []
+    results: list[dict[str, Any]] = []
     try:
-        results = _each_run(source, container, uids, present, started, options, retry, on_start, on_result)
+        for uid in uids:
+            outcome, verification = migrate_run(
+                source,
+                container,
+                uid,
+                present=None if present is None else uid in present,
+                started_here=uid in started,
+                options=options,
+                on_start=on_start,
+            )
+            result = {"outcome": asdict(outcome), "verification": asdict(verification) if verification else None}
+            if on_result is not None:
+                on_result(result)
+            results.append(result)
     finally:
         if hasattr(source, "drop_prefetched"):
             source.drop_prefetched(uids)
-    return results
-
-
-def _each_run(source, container, uids, present, started, options, retry, on_start, on_result) -> list[dict[str, Any]]:
-    results = []
-    for uid in uids:
-        outcome, verification = migrate_run(
-            source,
-            container,
-            uid,
-            present=None if present is None else uid in present,
-            started_here=uid in started,
-            options=options,
-            retry=retry,
-            on_start=on_start,
-        )
-        result = {"outcome": asdict(outcome), "verification": asdict(verification) if verification else None}
-        if on_result is not None:
-            on_result(result)
-        results.append(result)
     return results

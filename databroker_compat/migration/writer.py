@@ -3,35 +3,71 @@
 The writer is the one the RunEngine uses; the migration only configures it through
 its public hooks:
 
-- ``normalizer``: :class:`LegacyNormalizer`, the writer's own ``RunNormalizer`` with three
+- ``normalizer``: a subclass of the writer's own ``RunNormalizer`` with three
   additions: the migration's warnings are stored in the run's ``notes`` metadata (where
   the writer keeps its own notes), a stop with ``exit_status="unknown"`` (a run that
   had no stop) passes the schema check, which knows only success/abort/fail, and events
   are checked against the event schema by :func:`plainly_valid_event` first (the same
   verdict, ~40x cheaper), by the schema validator only when that check is unsure;
-- ``patches``: :func:`~databroker_compat.migration.legacy.writer_patches`;
-- ``spec_to_mimetype``: :data:`~databroker_compat.migration.legacy.LEGACY_SPEC_TO_MIMETYPE`
-  plus what the caller adds.
+- ``patches``: :func:`writer_patches` (AD_TIFF resource paths get their trailing ``/``);
+- ``spec_to_mimetype``: :data:`LEGACY_SPEC_TO_MIMETYPE` plus what the caller adds.
 
-Deleting a half-written run (:func:`delete_run`) needs a server that allows deletes:
-the API key (or user) must hold the ``delete:node`` and ``delete:revision`` scopes, which
-the single-user ``--api-key`` servers and ``SimpleTiledServer`` grant.
+What the target already holds (present, complete, half-written) is read by
+:mod:`.target`.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import MigrationError
-from . import legacy
+from .legacy import UNKNOWN_EXIT_STATUS
+
+if TYPE_CHECKING:
+    from bluesky_tiled_plugins import TiledWriter
+    from tiled.client.container import Container
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WrittenRun", "delete_run", "make_writer", "plainly_valid_event", "run_state", "write_run"]
+__all__ = ["LEGACY_SPEC_TO_MIMETYPE", "WrittenRun", "make_writer", "plainly_valid_event", "write_run", "writer_patches"]
+
+#: MIME types for resource specs found in legacy data that the writer's own table lacks.
+#: Only MIME types that Tiled servers can read are listed; a spec missing here (and from
+#: the writer's table) makes the migration leave that detector's values out of the run,
+#: with a warning, instead of registering an asset that cannot be read.
+LEGACY_SPEC_TO_MIMETYPE = {
+    "AD_HDF5_TS": "application/x-hdf5",
+    "AD_EIGER": "application/x-hdf5",
+    "AD_EIGER2": "application/x-hdf5",
+    "AD_EIGER_SLICE": "application/x-hdf5",
+    "ADHDF5_SWMR_STREAM": "application/x-hdf5",
+    "HDF5_SINGLE": "application/x-hdf5",
+    "AD_TIFF_SEQ": "multipart/related;type=image/tiff",
+    "TIFF": "multipart/related;type=image/tiff",
+    "NPY_SEQ": "multipart/related;type=application/x-npy",
+}
+
+
+def _resource_patch(doc: dict) -> dict:
+    """AD_TIFF resources name a directory: the writer needs the trailing ``/``."""
+    if str(doc.get("spec", "")).upper() == "AD_TIFF":
+        path = doc.get("resource_path", "")
+        if path and not path.endswith("/"):
+            doc["resource_path"] = path + "/"
+    return doc
+
+
+def writer_patches() -> dict[str, Callable[[dict], dict]]:
+    """The ``patches`` given to ``TiledWriter`` for legacy data.
+
+    >>> sorted(writer_patches())
+    ['resource']
+    """
+    return {"resource": _resource_patch}
 
 
 @dataclass
@@ -47,7 +83,7 @@ _EVENT_KEYS = frozenset({"data", "filled", "time", "timestamps", "descriptor", "
 _EVENT_REQUIRED = ("data", "time", "timestamps", "descriptor", "seq_num", "uid")
 
 
-def plainly_valid_event(doc) -> bool:
+def plainly_valid_event(doc: Any) -> bool:
     """True only if ``doc`` passes event-model's event schema; checked without jsonschema.
 
     The event schema is small: the six required keys, ``filled`` optional, nothing else;
@@ -83,28 +119,28 @@ def plainly_valid_event(doc) -> bool:
     return all(type(v) in (bool, str) for v in filled.values())
 
 
-def _normalizer_class():
+def _normalizer_class() -> type:
     from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
     from event_model import schema_validators
 
     class LegacyNormalizer(RunNormalizer):
         """``RunNormalizer`` that records migration notes and accepts ``exit_status="unknown"``."""
 
-        def __init__(self, *args, notes: list[str] | None = None, **kwargs):
+        def __init__(self, *args: Any, notes: list[str] | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._migration_notes = notes
 
-        def stop(self, doc):
+        def stop(self, doc: dict) -> None:
             if self._migration_notes:
                 self.notes.extend(f"migration: {line}" for line in self._migration_notes)
             super().stop(doc)
 
-        def emit(self, name, doc):
+        def emit(self, name: Any, doc: dict) -> None:
             if str(name) in ("event", "DocumentNames.event") and plainly_valid_event(doc):
                 # The same verdict as the schema validator, without its cost (see plainly_valid_event).
                 self.dispatcher.process(name, doc)
                 return
-            unknown = doc.get("exit_status") == legacy.UNKNOWN_EXIT_STATUS
+            unknown = doc.get("exit_status") == UNKNOWN_EXIT_STATUS
             if unknown and str(name) in ("stop", "DocumentNames.stop"):
                 checked = dict(doc, exit_status="fail")
                 schema_validators[name].validate(checked)
@@ -116,12 +152,12 @@ def _normalizer_class():
 
 
 def make_writer(
-    client,
+    client: Container,
     *,
     batch_size: int = 10_000,
     spec_to_mimetype: dict[str, str] | None = None,
     notes: list[str] | None = None,
-):
+) -> TiledWriter:
     """A ``TiledWriter`` set up for legacy documents.
 
     Parameters
@@ -144,14 +180,14 @@ def make_writer(
     return TiledWriter(
         client,
         normalizer=functools.partial(_normalizer_class(), notes=notes),
-        patches=legacy.writer_patches(),
-        spec_to_mimetype={**legacy.LEGACY_SPEC_TO_MIMETYPE, **(spec_to_mimetype or {})},
+        patches=writer_patches(),
+        spec_to_mimetype={**LEGACY_SPEC_TO_MIMETYPE, **(spec_to_mimetype or {})},
         batch_size=batch_size,
     )
 
 
 def write_run(
-    client,
+    client: Container,
     documents: Iterable[tuple[str, dict]],
     *,
     batch_size: int = 10_000,
@@ -159,15 +195,16 @@ def write_run(
 ) -> WrittenRun:
     """Write one run's documents (e.g. ``LegacySource.documents(uid)``) into ``client``.
 
-    The warnings of a :class:`~databroker_compat.migration.mongo.LegacyDocuments`
+    The warnings of a :class:`~databroker_compat.migration.assemble.LegacyDocuments`
     iterator become the run's ``notes`` metadata and the returned ``notes``.
 
     Raises
     ------
     MigrationError
-        The run already exists (HTTP 409: check it with :func:`run_state`, remove a
-        partial one with :func:`delete_run`), or the writer failed; the message names
-        the run and the cause.
+        The run already exists (HTTP 409: check it with
+        :func:`~databroker_compat.migration.target.run_state`, remove a partial one with
+        :func:`~databroker_compat.migration.target.delete_run`), or the writer failed;
+        the message names the run and the cause, ``err.uid`` and ``err.document`` hold them.
 
     >>> written = write_run(client, source.documents(uid))   # doctest: +SKIP
     >>> written.events_written                               # doctest: +SKIP
@@ -194,91 +231,11 @@ def write_run(
         if status == 409 and name == "start":
             raise MigrationError(
                 f"Run {uid} already exists in the target; check it with run_state() and, if it is "
-                "partial, remove it with delete_run() before writing it again."
+                "partial, remove it with delete_run() before writing it again.",
+                uid=uid,
+                document=name,
             ) from err
-        raise MigrationError(f"Writing run {uid} failed at a {name!r} document: {err!r}") from err
+        raise MigrationError(f"Writing run {uid} failed at a {name!r} document: {err!r}", uid=uid, document=name) from err
     if uid is None:
-        raise MigrationError("No start document in the documents given to write_run().")
+        raise MigrationError("No start document in the documents given to write_run().", uid=None, document=None)
     return WrittenRun(uid, events, list(notes or []))
-
-
-def _plain(value):
-    """Tiled metadata (DictView, tuples) as plain dicts and lists."""
-    if hasattr(value, "items"):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _same(stored: dict, expected: dict) -> bool:
-    from tiled.utils import safe_json_dump
-    import json
-
-    return _plain(stored) == json.loads(safe_json_dump(copy.deepcopy(expected)))
-
-
-def _rows(stream_node) -> int:
-    """Rows of a stream's event table (a composite stream node's ``internal`` part)."""
-    parts = getattr(stream_node, "base", stream_node)
-    if "internal" not in parts:
-        return 0
-    return len(parts["internal"].read(["seq_num"]))
-
-
-def run_state(client, uid: str, expected) -> str:
-    """Whether a run is in the target: ``"absent"``, ``"complete"`` or ``"partial"``.
-
-    ``"complete"`` needs the same start and stop documents, the same streams and, per
-    stream, as many table rows as ``expected.event_counts``. Anything else (no stop:
-    the writer was killed before the end; different content) is ``"partial"``.
-
-    >>> run_state(client, uid, source.expected(uid))   # doctest: +SKIP
-    'absent'
-    """
-    if uid not in client:
-        return "absent"
-    node = client[uid]
-    metadata = node.metadata
-    stop = metadata.get("stop")
-    if not _same(metadata.get("start", {}), expected.start):
-        logger.info("run %s: start differs from the source", uid)
-        return "partial"
-    if expected.stop is None:  # left open on purpose: only start and streams can be checked
-        return "partial" if stop else ("complete" if set(node) == set(expected.descriptors) else "partial")
-    if not stop:
-        logger.info("run %s: no stop document (a writer stopped before the end)", uid)
-        return "partial"
-    if not _same(stop, expected.stop):
-        logger.info("run %s: stop differs from the source", uid)
-        return "partial"
-    streams = set(node)
-    if streams != set(expected.descriptors):
-        logger.info("run %s: streams %s, expected %s", uid, sorted(streams), sorted(expected.descriptors))
-        return "partial"
-    for stream, count in expected.event_counts.items():
-        rows = _rows(node[stream])
-        if rows != count:
-            logger.info("run %s: stream %s holds %d rows, expected %d", uid, stream, rows, count)
-            return "partial"
-    return "complete"
-
-
-def delete_run(client, uid: str) -> None:
-    """Remove a run (e.g. a partial one) and everything under it from the target.
-
-    Files of detectors registered as external assets are not touched; the data the
-    writer stored itself (tables, arrays) is deleted. The server must allow deletes
-    (see this module's notes).
-
-    >>> delete_run(client, uid)   # doctest: +SKIP
-    """
-    if uid not in client:
-        return
-    try:
-        client.delete_contents(uid, recursive=True, external_only=False)
-    except Exception as err:
-        raise MigrationError(
-            f"Could not delete run {uid} from the target ({err!r}); the API key needs the "
-            "'delete:node' scope, or delete it by hand and run the job again."
-        ) from err

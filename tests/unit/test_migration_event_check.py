@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy
+import pytest
 from event_model import DocumentNames, schema_validators
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ def schema_ok(doc) -> bool:
     return not list(schema_validators[DocumentNames.event].iter_errors(doc))
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None)
 @given(
     changed=st.dictionaries(st.sampled_from(KEYS + ["_id", "extra"]), values, max_size=4),
