@@ -27,10 +27,11 @@ def main() -> int:
     args = parser.parse_args()
 
     import mongomock
+    from tiled.client import from_uri
+
     from migration_source import fill_synthetic, insert_recorded, record_source_runs
     from mongo_wire import MongoWireServer
     from servers import sqlite_server
-    from tiled.client import from_uri
 
     work = Path(tempfile.mkdtemp(prefix="rehearse_migration_"))
     data = work / "detector_data"

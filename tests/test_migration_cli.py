@@ -19,13 +19,13 @@ from pathlib import Path
 
 import mongomock
 import pytest
-from migration_source import fill_synthetic, insert_recorded, record_source_runs
-from mongo_wire import MongoWireServer
-from servers import tiled_serve
 from typer.testing import CliRunner
 
 from databroker_compat import Broker
 from databroker_compat.migration.cli import app
+from migration_source import fill_synthetic, insert_recorded, record_source_runs
+from mongo_wire import MongoWireServer
+from servers import tiled_serve
 
 runner = CliRunner()
 

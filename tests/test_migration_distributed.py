@@ -23,9 +23,6 @@ import uuid
 import httpx
 import mongomock
 import pytest
-from migration_source import fill_synthetic, insert_recorded, record_source_runs
-from mongo_wire import MongoWireServer
-from servers import tiled_serve
 
 from databroker_compat import Broker
 from databroker_compat.migration import LegacySource, migrate, verify
@@ -33,6 +30,9 @@ from databroker_compat.migration.connect import MongoSpec, TiledSpec, target_spe
 from databroker_compat.migration.options import RetryPolicy
 from databroker_compat.migration.partition import plan_partitions
 from databroker_compat.migration.worker import is_transient
+from migration_source import fill_synthetic, insert_recorded, record_source_runs
+from mongo_wire import MongoWireServer
+from servers import tiled_serve
 
 SMALL_RUNS = 30
 SMALL_EVENTS = 5

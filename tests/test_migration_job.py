@@ -14,7 +14,6 @@ import uuid
 import mongomock
 import numpy
 import pytest
-from migration_source import insert_recorded, record_source_runs
 
 from databroker_compat import Broker
 from databroker_compat._redact import redact
@@ -22,6 +21,7 @@ from databroker_compat.exceptions import BadArgument
 from databroker_compat.migration import LegacySource, migrate, verify
 from databroker_compat.migration.state import JobState
 from databroker_compat.migration.writer import make_writer
+from migration_source import insert_recorded, record_source_runs
 
 
 @pytest.fixture(scope="module")

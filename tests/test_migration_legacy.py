@@ -14,10 +14,10 @@ import uuid
 import warnings
 from dataclasses import dataclass
 
-import legacy_data as ld
 import numpy
 import pytest
 
+import legacy_data as ld
 from databroker_compat import Broker, MigrationError
 from databroker_compat.migration.source import LegacySource
 from databroker_compat.migration.target import delete_run, run_state
