@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from .._time import zone
 from ..exceptions import BadArgument
+from .frames import RootMap
 from .partition import GROUP_RUNS, LARGE_RUN_EVENTS
 
 __all__ = ["DEFAULTS", "MigrationOptions", "RetryPolicy"]
@@ -60,6 +61,10 @@ class RetryPolicy:
         return base * (random.uniform(0.5, 1.0) if jitter else 1.0)
 
 
+#: How much array data verification reads (``--verify-data``).
+VERIFY_DATA_LEVELS = ("sample", "full")
+
+
 @dataclass(frozen=True)
 class MigrationOptions:
     """Everything that shapes a migration job besides its source, target and selection.
@@ -93,6 +98,15 @@ class MigrationOptions:
     timezone : str or None
         IANA zone in which ``since``/``until`` times that name no zone are read
         (``None``: this machine's local zone), by the rule of :mod:`databroker_compat._time`.
+    root_map : RootMap
+        Old file-system prefixes of legacy resources and where the files are now
+        (``--root-map OLD=NEW``); the paths written to Tiled are the mapped ones.
+    allow_missing_files : bool
+        Migrate runs whose detector files are (partly) missing as *incomplete* runs and
+        exit 0; by default such runs make the job exit 1.
+    verify_data : str
+        How much array data verification reads: ``"sample"`` (first, last and one random
+        frame per resource) or ``"full"`` (every frame).
 
     Examples
     --------
@@ -114,6 +128,9 @@ class MigrationOptions:
     progress: bool = True
     read_ahead: bool = True
     timezone: str | None = None
+    root_map: RootMap = field(default_factory=RootMap)
+    allow_missing_files: bool = False
+    verify_data: str = "sample"
 
     def __post_init__(self) -> None:
         _at_least("batch_size", self.batch_size, 1, "a positive number of events")
@@ -124,6 +141,16 @@ class MigrationOptions:
         if not isinstance(self.retry, RetryPolicy):
             raise BadArgument(
                 f"retry must be a RetryPolicy, not {type(self.retry).__name__}.", option="retry", value=self.retry
+            )
+        if not isinstance(self.root_map, RootMap):
+            raise BadArgument(
+                f"root_map must be a RootMap (RootMap.parse([...])), not {type(self.root_map).__name__}.",
+                option="root_map", value=self.root_map,
+            )
+        if self.verify_data not in VERIFY_DATA_LEVELS:
+            raise BadArgument(
+                f"verify_data must be one of {', '.join(VERIFY_DATA_LEVELS)}, not {self.verify_data!r}.",
+                option="verify_data", value=self.verify_data,
             )
         if self.timezone is not None:
             zone(self.timezone)  # an unknown zone raises BadTime (a ValueError) now, not mid-job
