@@ -294,6 +294,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_temp_config_matches_temp(dirs):
     # In a subprocess: a second in-process Tiled server replaces the process-wide API key
     # of the session's servers (tiled keeps server settings in one global object).

@@ -211,6 +211,7 @@ def test_transient_errors_are_told_apart():
 # -- jobs ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dask_job_moves_every_run_once(legacy, pg_target, cluster, tmp_path):
     source, uids, big = legacy
     container = _container(pg_target, "dask")
@@ -234,6 +235,7 @@ def test_dask_job_moves_every_run_once(legacy, pg_target, cluster, tmp_path):
     assert {r.reason for r in again.skipped} == {"already present in the target with the same content"}
 
 
+@pytest.mark.slow
 def test_thread_workers_share_an_in_memory_source(legacy, pg_target, tmp_path):
     """A source only this process can open (no spec) runs its partitions on threads."""
     wire_source, uids, _ = legacy
@@ -246,6 +248,7 @@ def test_thread_workers_share_an_in_memory_source(legacy, pg_target, tmp_path):
     _assert_complete(wire_source, some, container)
 
 
+@pytest.mark.slow
 def test_tiled_server_restart_mid_job(legacy, pg_target, cluster, tmp_path):
     source, uids, _ = legacy
     container = _container(pg_target, "restart")
@@ -262,6 +265,7 @@ def test_tiled_server_restart_mid_job(legacy, pg_target, cluster, tmp_path):
     assert max(r.attempts for r in report.runs) > 1, "the outage must have failed some write, retried by the job"
 
 
+@pytest.mark.slow
 def test_killed_worker_mid_job(legacy, pg_target, cluster, tmp_path):
     source, uids, _ = legacy
     container = _container(pg_target, "killed-worker")
@@ -276,6 +280,7 @@ def test_killed_worker_mid_job(legacy, pg_target, cluster, tmp_path):
     cluster.wait_for_workers(2, timeout=60)
 
 
+@pytest.mark.slow
 def test_cli_runs_on_a_scheduler(legacy, pg_target, cluster, tmp_path):
     from typer.testing import CliRunner
 

@@ -35,6 +35,7 @@ def test_import_is_light():
     assert json.loads(out.stdout) == []
 
 
+@pytest.mark.slow
 def test_demo_command_runs_end_to_end(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     result = subprocess.run(
