@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import databroker_compat
 
 HEAVY = ["pandas", "xarray", "dask", "pymongo", "numpy", "pyarrow"]
