@@ -222,8 +222,10 @@ def run_documents(
     stream_name : str, optional
         Only this event stream; ``None`` (or ``ALL``) for every stream.
     fields : iterable of str, optional
-        Only these data keys in events; descriptors holding none of them are left out
-        with their events.
+        Only these fields in events, as v1's ``fields=``: data keys, device names or
+        regular expressions select data keys, and entries naming configuration, start
+        or stop values add them to every event (see :class:`FieldFilter`). Descriptors
+        given neither are left out with their events.
     fill : bool
         Put external (detector) data in the events instead of datum ids.
     event_pages : bool
@@ -298,19 +300,20 @@ def runs_documents(
 ) -> Iterator[tuple[str, Any]]:
     """The document streams of several runs, one after the other (``fields`` as v1 read them).
 
-    ``fields`` (names or regular expressions) is checked now: a field no run holds
-    raises ``UnknownField`` before any document is read. The other parameters are
-    those of :func:`run_documents`.
+    ``fields`` (data keys, device names or regular expressions) is checked now: a
+    field no run holds raises ``UnknownField`` before any document is read. The other
+    parameters are those of :func:`run_documents`.
 
     >>> [name for name, _ in runs_documents([h.run for h in db[-2:]])]   # doctest: +SKIP
     ['start', 'descriptor', 'event', 'stop', 'start', 'descriptor', 'event', 'stop']
     """
-    selections = resolve_fields(runs, fields)
+    names = None if fields is None else ([fields] if isinstance(fields, str) else list(fields))
+    check_fields_exist(names, runs)
 
     def generate() -> Iterator[tuple[str, Any]]:
-        for run, selected in zip(runs, selections, strict=True):
+        for run in runs:
             yield from run_documents(
-                run, stream_name=stream_name, fields=selected, fill=fill, event_pages=event_pages, prepare_hook=prepare_hook
+                run, stream_name=stream_name, fields=names, fill=fill, event_pages=event_pages, prepare_hook=prepare_hook
             )
 
     return generate()
