@@ -9,7 +9,8 @@ Besides the session's recorded runs, this module records one more run with a rea
 RunEngine: a scan whose baseline reads two ``ophyd.sim`` motors and ``nanop``, an ophyd
 device of two ``SynAxis`` (data keys ``nanop_tx``, ``nanop_tx_setpoint``, ``nanop_ty``,
 ``nanop_ty_setpoint``). bluesky emits that baseline's descriptor with its data keys in
-another order than its events' data, which is what item 14 is about.
+another order than its events' data (it declares the stream from a set of the devices),
+which is what item 14 is about.
 """
 
 from __future__ import annotations
@@ -37,17 +38,26 @@ def device_docs():
     import bluesky.preprocessors as bpp
     from bluesky import RunEngine
     from ophyd import Component, Device
-    from ophyd.sim import SynAxis, det, motor, motor1, motor2
+    from ophyd.sim import SynAxis, det, motor
 
     class Stage(Device):
         tx = Component(SynAxis)
         ty = Component(SynAxis)
 
-    nanop = Stage(name="nanop")
+    # bluesky declares the baseline stream from a frozenset of its devices (so the
+    # descriptor's data keys follow the set's order) and reads them in the order given
+    # (so the events' data follow the list): make devices whose set order differs from
+    # the list's, as it does at random on a beamline. Kept alive so ids are not reused.
+    made = []
+    for _ in range(200):
+        baseline = [SynAxis(name="motor2"), SynAxis(name="motor1"), Stage(name="nanop")]
+        made.append(baseline)
+        if list(frozenset(baseline)) != baseline:
+            break
     RE = RunEngine({}, call_returns_result=False)
     docs: list[tuple[str, dict]] = []
     RE.subscribe(lambda name, doc: docs.append((name, copy.deepcopy(doc))))
-    RE.preprocessors.append(bpp.SupplementalData(baseline=[motor2, motor1, nanop]))
+    RE.preprocessors.append(bpp.SupplementalData(baseline=baseline))
     RE(bp.scan([det], motor, -1, 1, 3), sample="device run")
     return docs
 
