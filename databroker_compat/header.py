@@ -2,21 +2,23 @@
 
 A Header holds a :class:`~databroker_compat.run.Run` (``header.run``), which does the
 reading, and the :class:`~databroker_compat.Broker` it came from (``header.db``), whose
-``get_table``/``get_documents``/``get_events`` its methods forward to, as v1's did.
+``get_table``/``get_documents``/``get_events`` its methods forward to, as v1's did. Its
+``start``, ``stop`` and ``descriptors`` pass through the broker's ``prepare_hook``, as in
+v1; the Header itself reads the run's own documents (``header.run.start``).
 """
 
 from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union
 
 from .fields import check_fields_exist
 from .images import Images
 from .layout import ALL, frame_index, is_external
-from .model import Document
 from .run import Run
 from .tables import stream_dataset
 
@@ -51,16 +53,45 @@ class Header:
         self.db = db
         #: Access to the run on the server (streams, descriptors, tables, arrays).
         self.run = Run(run_client)
-        #: The start document.
-        self.start: Document = self.run.start
-        #: The stop document (empty when the run has none).
-        self.stop: Document = self.run.stop
+        # What the broker's prepare_hook made of each document, with the hook that made it.
+        self._prepared: dict[str, tuple[Callable[[str, Any], Any], Any]] = {}
+
+    def _prepare(self, key: str, make: Callable[[Callable[[str, Any], Any]], Any]) -> Any:
+        """``make(hook)`` with the broker's current hook, kept until the hook changes.
+
+        v1 applied ``db.prepare_hook`` on every access; keeping the result while the hook
+        stays the same gives the same documents and keeps ``h.start is h.start`` (writes
+        to ``h.start`` stick). A new hook (``db.prepare_hook = f``) applies from then on.
+        """
+        hook = self.db.prepare_hook
+        kept = self._prepared.get(key)
+        if kept is not None and kept[0] == hook:
+            return kept[1]
+        value = make(hook)
+        self._prepared[key] = (hook, value)
+        return value
+
+    # -- the documents, through the broker's prepare_hook ------------------
+    @property
+    def start(self) -> Any:
+        """The start document, as the broker's ``prepare_hook`` makes it (a ``Document`` by default)."""
+        return self._prepare("start", lambda hook: hook("start", self.run.start))
+
+    @property
+    def stop(self) -> Any:
+        """The stop document (empty when the run has none), through the broker's ``prepare_hook``."""
+        return self._prepare("stop", lambda hook: hook("stop", self.run.stop))
+
+    @property
+    def descriptors(self) -> list[Any]:
+        """Every descriptor of every stream, in the order they were emitted, through ``prepare_hook``."""
+        return self._prepare("descriptors", lambda hook: [hook("descriptor", d) for d in self.run.descriptors])
 
     # -- identity --------------------------------------------------------
     @property
     def uid(self) -> str:
         """The run's uid."""
-        return self.start["uid"]
+        return self.run.uid
 
     @property
     def v2(self) -> BaseClient:
@@ -104,17 +135,12 @@ class Header:
     def to_dict(self) -> dict:
         """Plain dicts of the start, descriptors and stop documents."""
         return {
-            "start": self.start.to_dict(),
-            "descriptors": [d.to_dict() for d in self.descriptors],
-            "stop": self.stop.to_dict(),
+            "start": self.run.start.to_dict(),
+            "descriptors": [d.to_dict() for d in self.run.descriptors],
+            "stop": self.run.stop.to_dict(),
         }
 
     # -- streams and descriptors -----------------------------------------
-    @property
-    def descriptors(self) -> list[Document]:
-        """Every descriptor of every stream, in the order they were emitted."""
-        return self.run.descriptors
-
     @property
     def stream_names(self) -> list[str]:
         """Names of the event streams, in the order their first descriptor was emitted."""
@@ -135,7 +161,7 @@ class Header:
         {'primary': [{'det_sigma': 1, 'det_center': 0, ...}]}
         """
         result: dict[str, list[dict]] = {}
-        for d in self.descriptors:
+        for d in self.run.descriptors:
             conf = d.get("configuration", {}).get(device_name)
             if conf is not None:
                 result.setdefault(d["name"], []).append(dict(conf.get("data", {})))
@@ -220,6 +246,19 @@ class Header:
         """
         return self.db.get_documents(self, stream_name=stream_name, fields=fields, fill=fill, event_pages=event_pages)
 
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, dict]]:
+        """v1's deprecated name of :meth:`documents` (same arguments); warns ``DeprecationWarning``.
+
+        >>> next(h.stream())[0]                 # doctest: +SKIP
+        'start'
+        """
+        warnings.warn(
+            "Header.stream() is the deprecated name of Header.documents(); call h.documents(...) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.documents(*args, **kwargs)
+
     def events(self, stream_name: Any = "primary", fields: Any = None, fill: bool = False) -> Iterator[dict]:
         """The event documents of one stream (``ALL`` for every stream), in time order.
 
@@ -230,7 +269,7 @@ class Header:
 
     # -- display ------------------------------------------------------------
     def _summary(self) -> list[tuple[str, str]]:
-        start, stop = self.start, self.stop
+        start, stop = self.run.start, self.run.stop
         when = datetime.fromtimestamp(start.get("time", 0)).isoformat(sep=" ", timespec="seconds")
         rows = [
             ("uid", self.uid),
@@ -244,7 +283,7 @@ class Header:
         return rows
 
     def __repr__(self) -> str:
-        start = self.start
+        start = self.run.start
         fields = f"scan_id={start.get('scan_id')!r}, plan_name={start.get('plan_name')!r}"
         when = self._summary()[3][1]
         return f"<Header {self.uid[:8]} {fields}, time={when!r}>"

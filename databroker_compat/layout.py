@@ -16,7 +16,7 @@ module that needs one of these names or rules takes it from here. See
 from __future__ import annotations
 
 import uuid as _uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -30,8 +30,10 @@ __all__ = [
     "TIMESTAMP_PREFIX",
     "column_of",
     "datum_id_for",
+    "emitted_key_order",
     "event_uid_for",
     "frame_index",
+    "is_all",
     "is_external",
     "is_stream",
     "resource_uid_for",
@@ -76,6 +78,27 @@ class _AllStreams:
 ALL = _AllStreams()
 
 
+def is_all(value: Any) -> bool:
+    """Whether ``value`` means "every stream": this package's :data:`ALL` or databroker's own.
+
+    Scripts written for databroker pass ``databroker.ALL`` (a class named ``ALL`` in a
+    ``databroker`` module: ``databroker.utils.ALL`` in 1.x and 2.x, ``databroker.core.ALL``
+    in 0.x). It is recognised by its name and module, so databroker is never imported.
+
+    >>> is_all(ALL), is_all("primary"), is_all(None)
+    (True, False, False)
+    >>> is_all(type("ALL", (), {"__module__": "databroker.utils"}))
+    True
+    >>> is_all(type("ALL", (), {"__module__": "elsewhere"}))
+    False
+    """
+    if value is ALL:
+        return True
+    if not isinstance(value, type) or value.__name__ != "ALL":
+        return False
+    return str(getattr(value, "__module__", "")).partition(".")[0] == "databroker"
+
+
 def column_of(key: str) -> str:
     """The internal-table column of a data key (``time`` and ``seq_num`` are renamed).
 
@@ -92,6 +115,30 @@ def timestamp_column(key: str) -> str:
     ('ts_det', 'ts_seq_num_')
     """
     return f"{TIMESTAMP_PREFIX}{column_of(key)}"
+
+
+def emitted_key_order(
+    keys: Sequence[str], columns: Sequence[str], column: Callable[[str], str] = column_of
+) -> list[str]:
+    """``keys`` in the order the RunEngine's events held them, from the internal table's columns.
+
+    The writer builds the table from the events' rows (``seq_num``, ``time``, the
+    ``data``, then the ``timestamps`` as ``ts_<key>``), so its columns keep the order of
+    the first event's ``data`` and ``timestamps``, also where the descriptor's
+    ``data_keys`` came in another order (a baseline stream) or a catalog lost it
+    (PostgreSQL's JSONB). ``column`` maps a key to its column (:func:`timestamp_column`
+    for timestamps). Keys not in the table (external keys, arrays stored as their own
+    nodes) keep their place in ``keys``; the others fill the remaining places in column order.
+
+    >>> emitted_key_order(["m2", "m1", "img"], ["seq_num", "time", "m1", "m2"])
+    ['m1', 'm2', 'img']
+    >>> emitted_key_order(["b", "a"], ["ts_a", "ts_b"], column=timestamp_column)
+    ['a', 'b']
+    """
+    position = {name: i for i, name in enumerate(columns)}
+    stored = sorted((k for k in keys if column(k) in position), key=lambda k: position[column(k)])
+    placed = iter(stored)
+    return [next(placed) if column(k) in position else k for k in keys]
 
 
 def is_external(spec: Mapping[str, Any]) -> bool:

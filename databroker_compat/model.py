@@ -33,19 +33,37 @@ D = TypeVar("D", bound=Mapping)
 class Document(dict):
     """A document: a ``dict`` whose keys can also be read as attributes.
 
+    Nested dicts are Documents too, stored in place: ``doc.data`` *is* ``doc["data"]``,
+    so a write through either sticks, as it did with v1's documents.
+
     >>> d = Document({"plan_name": "scan", "sample": {"name": "Si"}})
     >>> d.plan_name, d.sample.name, d["plan_name"]
     ('scan', 'Si', 'scan')
+    >>> d.sample["thickness"] = 0.5
+    >>> d["sample"]["thickness"], d.sample is d["sample"]
+    (0.5, True)
     """
 
     __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for key, value in self.items():
+            if type(value) is dict:
+                # Replacing a value does not resize the dict: safe while iterating.
+                dict.__setitem__(self, key, Document(value))
 
     def __getattr__(self, key: str) -> Any:
         try:
             value = self[key]
         except KeyError:
             raise AttributeError(f"This document has no key {key!r}; its keys are {sorted(self)}.") from None
-        return Document(value) if type(value) is dict else value
+        if type(value) is dict:
+            # A plain dict stored after construction (``doc["x"] = {...}``): it becomes a
+            # Document in place, so that this attribute and ``doc[key]`` stay one object.
+            value = Document(value)
+            dict.__setitem__(self, key, value)
+        return value
 
     def __dir__(self) -> list[str]:
         return [*super().__dir__(), *(k for k in self if isinstance(k, str) and k.isidentifier())]

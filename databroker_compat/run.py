@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 from . import _tiled
 from .arrays import ArrayNode, fetch_array_nodes
 from .exceptions import UnknownField
-from .layout import ALL, INTERNAL_TABLE, LEGACY_STREAMS_NODE, is_stream
+from .layout import ALL, INTERNAL_TABLE, LEGACY_STREAMS_NODE, is_all, is_stream
 from .model import Document, descriptors_from_stream, sorted_by_time, to_plain
 
 if TYPE_CHECKING:
@@ -110,7 +110,8 @@ class Run:
 
     def descriptors_of(self, stream_name: Any = ALL) -> list[Document]:
         """The descriptors of one stream (``ALL``: of every stream), in emission order."""
-        return [d for d in self.descriptors if stream_name is ALL or d["name"] == stream_name]
+        every = is_all(stream_name)
+        return [d for d in self.descriptors if every or d["name"] == stream_name]
 
     def first_descriptor(self, stream_name: str) -> Document | None:
         """The first descriptor of a stream (it holds the data keys); ``None`` if none."""

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .arrays import ArrayNode, dask_array, read_rows
-from .fields import FieldPatterns, check_fields_exist
-from .layout import ALL, BOOKKEEPING_COLUMNS, datum_id_for, frame_index, is_external
+from .fields import FieldPatterns, check_fields_exist, header_values
+from .layout import BOOKKEEPING_COLUMNS, datum_id_for, frame_index, is_all, is_external
 from .run import Run
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def stream_frame(
         return pd.DataFrame()
     data_keys = descriptor["data_keys"]
     patterns = FieldPatterns(fields) if fields is not None else None
-    selected = list(data_keys) if patterns is None else patterns.select(data_keys)
+    selected = list(data_keys) if patterns is None else patterns.select(data_keys, descriptor.get("object_keys"))
 
     # Ask only for the columns wanted (the per-key timestamp columns double the bytes);
     # a key the writer stored as its own array node is simply absent from the answer.
@@ -163,15 +163,9 @@ def _add_header_values(
     frame: pd.DataFrame, run: Run, descriptor: dict, patterns: FieldPatterns, data_keys: set[str]
 ) -> None:
     """v1 put requested configuration, start and stop values in the table as constant columns."""
-    sources: list[dict] = []
-    for conf in descriptor.get("configuration", {}).values():
-        sources.append(dict(conf.get("data", {})))
-    sources += [dict(run.start), dict(run.stop)]
-    for source in sources:
-        for key, value in source.items():
-            if key in data_keys or key in frame.columns or not patterns.matches(key):
-                continue
-            frame[key] = [value] * len(frame)
+    values, _ = header_values(patterns, descriptor, run.start, run.stop, taken=data_keys | set(frame.columns))
+    for key, value in values.items():
+        frame[key] = [value] * len(frame)
 
 
 def get_table(
@@ -187,7 +181,7 @@ def get_table(
     """Tables of several runs, concatenated in the order given.
 
     ``timezones`` gives, per run, the zone its times are localised to (this machine's
-    where ``None``); ``stream_name=ALL`` takes every stream of each run.
+    where ``None``); ``stream_name=ALL`` (or databroker's own ``ALL``) takes every stream of each run.
 
     >>> get_table([h.run], fields=["det"], timezones=["UTC"])   # doctest: +SKIP
     """
@@ -197,7 +191,7 @@ def get_table(
     zones = list(timezones) if timezones is not None else [None] * len(runs)
     frames = []
     for run, zone in zip(runs, zones, strict=True):
-        names = run.stream_names if stream_name is ALL else [stream_name]
+        names = run.stream_names if is_all(stream_name) else [stream_name]
         for name in names:
             frame = stream_frame(
                 run,

@@ -11,16 +11,15 @@ back exactly.
 
 from __future__ import annotations
 
-import copy
 import functools
 import heapq
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..fields import FieldPatterns, check_fields_exist
-from ..layout import ALL, datum_id_for, event_uid_for, is_external, resource_uid_for
+from ..fields import FieldPatterns, check_fields_exist, header_values
+from ..layout import datum_id_for, event_uid_for, is_all, is_external, resource_uid_for
 from ..model import Document, descriptors_from_stream, to_plain
 from ..run import Run
 from .stream import StreamDocuments
@@ -65,49 +64,79 @@ def _keyed_parts(doc: dict) -> tuple[str, ...]:
     return tuple(p for p in ("data", "timestamps", "filled") if p in doc)
 
 
+def _descriptor_fields(
+    patterns: FieldPatterns, descriptor: Mapping[str, Any], start: Mapping[str, Any], stop: Mapping[str, Any]
+) -> tuple[set[str], dict[str, Any], dict[str, Any]]:
+    """(data keys kept, added data, added timestamps) of one descriptor's events, as v1."""
+    keys = set(patterns.select(descriptor["data_keys"], descriptor.get("object_keys")))
+    data, timestamps = header_values(patterns, descriptor, start, stop, taken=keys)
+    return keys, data, timestamps
+
+
 @functools.lru_cache(maxsize=None)
 def _field_filter_class() -> type:
     """``FieldFilter``, defined on first use: event_model (and numpy) load only then."""
     from event_model import DocumentRouter
 
     class FieldFilter(DocumentRouter):
-        """Keep only the named data keys in events, as databroker v1's ``fields=`` did.
+        """Keep only the fields asked for in events, as databroker v1's ``fields=`` did.
 
-        Descriptors that hold none of the fields are dropped with their events; the
-        other descriptors pass whole, their events (and event pages) trimmed to the
-        fields. A method returning :data:`DROP` removes the document from the stream.
+        ``fields`` are v1's entries: data keys, device names or regular expressions
+        (see :class:`~databroker_compat.fields.FieldPatterns`). Per descriptor, events
+        keep the data keys selected and gain, as in v1, the configuration, start and
+        stop values the entries name (``start`` and ``stop`` are the run's documents;
+        see :func:`~databroker_compat.fields.header_values`). A descriptor with neither
+        is dropped with its events; the others pass whole. An event left with no data
+        is dropped, as in v1. A method returning :data:`DROP` removes the document.
 
         >>> from databroker_compat.documents import FieldFilter
-        >>> f = FieldFilter({"det"})
+        >>> f = FieldFilter({"det", "plan_name"}, start={"time": 1.0, "plan_name": "scan"})
         >>> f("descriptor", {"uid": "d", "data_keys": {"det": {}, "motor": {}}})[1]["uid"]
         'd'
         >>> f("event", {"descriptor": "d", "data": {"det": 1, "motor": 2},
         ...             "timestamps": {"det": 0, "motor": 0}, "filled": {}})[1]["data"]
-        {'det': 1}
+        {'det': 1, 'plan_name': 'scan'}
         """
 
-        def __init__(self, fields: set[str]) -> None:
+        def __init__(
+            self, fields: Iterable[str], start: Mapping[str, Any] | None = None, stop: Mapping[str, Any] | None = None
+        ) -> None:
             super().__init__()
-            self.fields = set(fields)
-            self._kept: set[str] = set()
+            self.patterns = FieldPatterns([fields] if isinstance(fields, str) else fields)
+            # Not ``self.start``/``self.stop``: those are the router's methods for the documents.
+            self.run_start: Mapping[str, Any] = start or {}
+            self.run_stop: Mapping[str, Any] = stop or {}
+            self._kept: dict[str, tuple[set[str], dict[str, Any], dict[str, Any]]] = {}
 
         def descriptor(self, doc: Any) -> Any:
-            if self.fields.isdisjoint(doc["data_keys"]):
+            keys, data, timestamps = _descriptor_fields(self.patterns, doc, self.run_start, self.run_stop)
+            if not keys and not data:
                 return DROP
-            self._kept.add(doc["uid"])
+            self._kept[doc["uid"]] = (keys, data, timestamps)
             return doc
 
-        def _trim(self, doc: Any) -> Any:
-            if doc["descriptor"] not in self._kept:
+        def _trim(self, doc: Any, rows: int | None) -> Any:
+            kept = self._kept.get(doc["descriptor"])
+            if kept is None:
                 return DROP
-            trimmed = {part: {k: v for k, v in doc[part].items() if k in self.fields} for part in _keyed_parts(doc)}
+            keys, extra_data, extra_stamps = kept
+            trimmed = {part: {k: v for k, v in doc[part].items() if k in keys} for part in _keyed_parts(doc)}
+            if extra_data:
+                if rows is None:
+                    trimmed["data"].update(extra_data)
+                    trimmed["timestamps"].update(extra_stamps)
+                else:
+                    trimmed["data"].update((k, [v] * rows) for k, v in extra_data.items())
+                    trimmed["timestamps"].update((k, [v] * rows) for k, v in extra_stamps.items())
+            if not trimmed.get("data"):
+                return DROP
             return {**doc, **trimmed}
 
         def event(self, doc: Any) -> Any:
-            return self._trim(doc)
+            return self._trim(doc, None)
 
         def event_page(self, doc: Any) -> Any:
-            return self._trim(doc)
+            return self._trim(doc, len(doc["seq_num"]))
 
     FieldFilter.__module__ = __name__
     return FieldFilter
@@ -193,8 +222,10 @@ def run_documents(
     stream_name : str, optional
         Only this event stream; ``None`` (or ``ALL``) for every stream.
     fields : iterable of str, optional
-        Only these data keys in events; descriptors holding none of them are left out
-        with their events.
+        Only these fields in events, as v1's ``fields=``: data keys, device names or
+        regular expressions select data keys, and entries naming configuration, start
+        or stop values add them to every event (see :class:`FieldFilter`). Descriptors
+        given neither are left out with their events.
     fill : bool
         Put external (detector) data in the events instead of datum ids.
     event_pages : bool
@@ -215,28 +246,31 @@ def run_documents(
     """
     if page_size < 1:
         raise ValueError(f"page_size must be a positive number of rows, not {page_size!r}.")
-    field_set = None if fields is None else set([fields] if isinstance(fields, str) else fields)
-    wanted = None if stream_name is None or stream_name is ALL else stream_name
-    if wanted is not None and not isinstance(wanted, str):
-        raise TypeError(f"stream_name must be a stream name (str) or ALL, not {type(wanted).__name__}.")
+    every = stream_name is None or is_all(stream_name)
+    if not every and not isinstance(stream_name, str):
+        raise TypeError(f"stream_name must be a stream name (str) or ALL, not {type(stream_name).__name__}.")
     hook = prepare_hook or (lambda name, doc: doc)
-    field_filter = _field_filter_class()(field_set) if field_set is not None else None
+    patterns = None if fields is None else FieldPatterns([fields] if isinstance(fields, str) else fields)
+    field_filter = None if patterns is None else _field_filter_class()(patterns.names, run.start, run.stop)
     items = run.streams()
-    streams = [
-        StreamDocuments(run, name, items[name], fields=field_set, fill=fill, page_size=page_size)
-        for name in run.stream_names
-        if (wanted is None or name == wanted) and name in items
-    ]
-    if field_set is not None:
-        # Streams holding none of the fields are left out without reading them.
-        streams = [s for s in streams if s.keys]
+    streams = []
+    for name in run.stream_names:
+        if not (every or name == stream_name) or name not in items:
+            continue
+        keys: set[str] | None = None
+        if patterns is not None:
+            chosen = [_descriptor_fields(patterns, d, run.start, run.stop) for d in run.descriptors_of(name)]
+            if not any(k or data for k, data, _ in chosen):
+                continue  # a stream holding none of the fields is left out without reading it
+            keys = set().union(*(k for k, _, _ in chosen))
+        streams.append(StreamDocuments(run, name, items[name], fields=keys, fill=fill, page_size=page_size))
 
     def generate() -> Iterator[tuple[str, dict]]:
-        yield "start", copy.deepcopy(dict(run.start))
+        yield "start", to_plain(run.start)
         body = _merged(streams)
         yield from (_paged(body, page_size) if event_pages else body)
         if run.stop:
-            yield "stop", copy.deepcopy(dict(run.stop))
+            yield "stop", to_plain(run.stop)
         else:
             message = (
                 f"Run {run.uid} has no stop document: it is still running, or it was "
@@ -266,19 +300,20 @@ def runs_documents(
 ) -> Iterator[tuple[str, Any]]:
     """The document streams of several runs, one after the other (``fields`` as v1 read them).
 
-    ``fields`` (names or regular expressions) is checked now: a field no run holds
-    raises ``UnknownField`` before any document is read. The other parameters are
-    those of :func:`run_documents`.
+    ``fields`` (data keys, device names or regular expressions) is checked now: a
+    field no run holds raises ``UnknownField`` before any document is read. The other
+    parameters are those of :func:`run_documents`.
 
     >>> [name for name, _ in runs_documents([h.run for h in db[-2:]])]   # doctest: +SKIP
     ['start', 'descriptor', 'event', 'stop', 'start', 'descriptor', 'event', 'stop']
     """
-    selections = resolve_fields(runs, fields)
+    names = None if fields is None else ([fields] if isinstance(fields, str) else list(fields))
+    check_fields_exist(names, runs)
 
     def generate() -> Iterator[tuple[str, Any]]:
-        for run, selected in zip(runs, selections, strict=True):
+        for run in runs:
             yield from run_documents(
-                run, stream_name=stream_name, fields=selected, fill=fill, event_pages=event_pages, prepare_hook=prepare_hook
+                run, stream_name=stream_name, fields=names, fill=fill, event_pages=event_pages, prepare_hook=prepare_hook
             )
 
     return generate()
@@ -290,6 +325,8 @@ def resolve_fields(runs: Sequence[Run], fields: Any) -> list[set[str] | None]:
     ``None`` (every field) for each run when ``fields`` is ``None``. A field that no
     run holds raises ``UnknownField``.
 
+    Device names select the device's data keys (see :class:`~databroker_compat.fields.FieldPatterns`).
+
     >>> resolve_fields([h.run], ["det", "motor.*"])   # doctest: +SKIP
     [{'det', 'motor', 'motor_setpoint'}]
     """
@@ -298,4 +335,6 @@ def resolve_fields(runs: Sequence[Run], fields: Any) -> list[set[str] | None]:
     names = [fields] if isinstance(fields, str) else list(fields)
     check_fields_exist(names, runs)
     patterns = FieldPatterns(names)
-    return [set(patterns.select(run.fields())) for run in runs]
+    return [
+        {key for d in run.descriptors for key in patterns.select(d["data_keys"], d.get("object_keys"))} for run in runs
+    ]

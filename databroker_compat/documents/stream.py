@@ -12,7 +12,6 @@ documents are built page by page.
 from __future__ import annotations
 
 import bisect
-import copy
 import logging
 import posixpath
 import re
@@ -27,12 +26,14 @@ from ..layout import (
     INTERNAL_TABLE,
     column_of,
     datum_id_for,
+    emitted_key_order,
     event_uid_for,
     frame_index,
     is_external,
     resource_uid_for,
     timestamp_column,
 )
+from ..model import to_plain
 from ..run import Run
 
 if TYPE_CHECKING:
@@ -190,12 +191,17 @@ class StreamDocuments:
     # -- documents --------------------------------------------------------------
     def documents(self) -> Iterator[tuple[float, str, dict]]:
         """Yield ``(sort time, name, doc)``; the sort time never decreases."""
-        descriptors = [copy.deepcopy(dict(d)) for d in self.descriptors]
+        descriptors = [to_plain(d) for d in self.descriptors]
         if not descriptors:
             return
         times = [d["time"] for d in descriptors]
         parts = self.run.stream_children(self.name)
         table = self._read_table(parts)
+        # Events hold their keys in the order the RunEngine put them in, which the
+        # table's columns keep (the descriptor's data_keys may differ, or be reordered).
+        stored = (parts[INTERNAL_TABLE]["attributes"]["structure"].get("columns") or []) if INTERNAL_TABLE in parts else []
+        data_order = emitted_key_order(self.keys, stored)
+        stamp_order = emitted_key_order(self.keys, stored, column=timestamp_column)
         externals: dict[str, ExternalKey] = {}
         arrays: dict[str, dict] = {}
         missing = []
@@ -257,8 +263,8 @@ class StreamDocuments:
                 clock = max(clock, t)
                 descriptor_uid = descriptors[max(bisect.bisect_right(times, t) - 1, 0)]["uid"]
                 data = {}
-                timestamps = {}
-                for key in self.keys:
+                stamped = {}
+                for key in data_order:
                     if key in values:
                         data[key] = values[key][i]
                     elif key in filled_values:
@@ -269,7 +275,8 @@ class StreamDocuments:
                     else:
                         continue
                     stamp = stamps.get(key)
-                    timestamps[key] = stamp[i] if stamp is not None else t
+                    stamped[key] = stamp[i] if stamp is not None else t
+                timestamps = {key: stamped[key] for key in stamp_order if key in stamped}
                 filled = {}
                 for key, ext in externals.items():
                     if ext.uid not in resources_sent:

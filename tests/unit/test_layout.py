@@ -15,8 +15,10 @@ from databroker_compat.layout import (
     STREAM_SPEC,
     column_of,
     datum_id_for,
+    emitted_key_order,
     event_uid_for,
     frame_index,
+    is_all,
     is_external,
     is_stream,
     resource_uid_for,
@@ -70,3 +72,28 @@ def test_derived_ids_are_stable_and_distinct():
     uids = {event_uid_for("d", n) for n in range(1, 50)}
     assert len(uids) == 49 and event_uid_for("d", 1) != event_uid_for("e", 1)
     assert frame_index(1) == 0 and frame_index("7") == 6
+
+
+def test_is_all_recognises_databrokers_own_sentinel_without_importing_it():
+    assert is_all(ALL)
+    for name in ("databroker.utils", "databroker._core", "databroker.core", "databroker"):
+        assert is_all(type("ALL", (), {"__module__": name})), name
+    assert not is_all(type("ALL", (), {"__module__": "databroker_compat_fake"}))
+    assert not is_all(type("All", (), {"__module__": "databroker.utils"}))
+    assert not is_all(type("ALL", (), {"__module__": "databroker.utils"})())  # an instance, not the class
+    for value in ("ALL", "primary", None, 0):
+        assert not is_all(value)
+
+
+def test_is_all_with_the_installed_databroker():
+    databroker = pytest.importorskip("databroker")
+    assert is_all(databroker.ALL)
+
+
+def test_emitted_key_order_follows_the_table_columns():
+    columns = ["seq_num", "time", "motor1", "motor1_setpoint", "motor2", "ts_motor1", "ts_motor1_setpoint", "ts_motor2"]
+    keys = ["motor2", "img", "motor1", "motor1_setpoint"]
+    assert emitted_key_order(keys, columns) == ["motor1", "img", "motor1_setpoint", "motor2"]
+    assert emitted_key_order(keys, columns, column=timestamp_column) == ["motor1", "img", "motor1_setpoint", "motor2"]
+    assert emitted_key_order(["time", "det"], ["seq_num", "time", "det", "time_"]) == ["det", "time"]
+    assert emitted_key_order(["a", "b"], []) == ["a", "b"]

@@ -89,3 +89,34 @@ def test_object_keys_and_time_order():
     assert object_keys({"a": {"object_name": "x"}, "b": {}, "c": {"object_name": "x"}}) == {"x": ["a", "c"]}
     docs = [{"uid": "b", "time": 2.0}, {"uid": "a", "time": 2.0}, {"uid": "c", "time": 1.0}, {"uid": "z"}]
     assert [d["uid"] for d in sorted_by_time(docs)] == ["z", "c", "a", "b"]
+
+
+def test_nested_dicts_are_documents_stored_in_place():
+    d = Document({"data": {"det": 1.0, "nested": {"x": 1}}, "seq": [{"plain": 1}]})
+    assert d.data is d.data is d["data"] and isinstance(d["data"], Document)
+    assert d.data.nested is d["data"]["nested"]
+    d.data["norm"] = 2.0
+    d.data.nested["y"] = 2
+    assert d["data"]["norm"] == 2.0 and d["data"]["nested"] == {"x": 1, "y": 2}
+    assert type(d["seq"][0]) is dict  # dicts inside lists stay as they are
+    # A plain dict stored later becomes a Document in place on attribute access.
+    d["later"] = {"a": 1}
+    assert d.later is d["later"] and isinstance(d["later"], Document)
+    # The caller's dict is not changed into a Document.
+    source = {"inner": {"k": 1}}
+    wrapped = Document(source)
+    assert type(source["inner"]) is dict and wrapped.inner == source["inner"]
+
+
+def test_nested_documents_survive_copies_and_pickling():
+    d = Document({"data": {"det": 1.0}, "timestamps": {"det": 5.0}})
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        back = pickle.loads(pickle.dumps(d, protocol=protocol))
+        assert back == d and type(back) is Document and type(back["data"]) is Document
+    shallow = copy.copy(d)
+    assert shallow.data is d.data and shallow is not d
+    deep = copy.deepcopy(d)
+    assert deep.data is not d.data and type(deep.data) is Document and deep == d
+    assert dict(d)["data"] is d.data
+    plain = d.to_dict()
+    assert type(plain["data"]) is dict and plain == {"data": {"det": 1.0}, "timestamps": {"det": 5.0}}
