@@ -278,7 +278,7 @@ def test_v2_is_a_catalog_of_bluesky_runs_pointing_back(served, db, count_request
 
 
 def test_v2_searches_with_the_plugin_queries_select_the_right_runs(served, db):
-    from bluesky_tiled_plugins.queries import PartialUID, ScanID, TimeRange
+    from bluesky_tiled_plugins.queries import PartialUID, ScanID, ScanIDRange, TimeRange
     from tiled.queries import Key
 
     scan = served.runs["scan"]
@@ -291,6 +291,11 @@ def test_v2_searches_with_the_plugin_queries_select_the_right_runs(served, db):
     window = db.v2.search(TimeRange(since=times[2], until=times[7], timezone="UTC"))
     assert sorted(window) == sorted(by_time(served, lambda r: times[2] <= r.start["time"] < times[7]))
     assert list(db.v2.search(PartialUID(scan.uid[:8]))) == [scan.uid]
+    low, high = scan.start["scan_id"], served.runs["monitor"].start["scan_id"]
+    assert sorted(db.v2.search(ScanIDRange(low, high))) == sorted(
+        by_time(served, lambda r: low <= r.start["scan_id"] < high)
+    )
+    assert db.v2[scan.start["scan_id"]].metadata["start"]["uid"] == scan.uid
     assert db.v2[scan.uid[:8]].metadata["start"]["uid"] == scan.uid
     assert sorted(db.v2.search({"plan_name": "count"})) == sorted(
         by_time(served, lambda r: r.start["plan_name"] == "count")

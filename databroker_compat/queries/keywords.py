@@ -107,7 +107,7 @@ def data_key_node(value: Any) -> DataKey:
         raise QueryNotSupported(
             f"data_key takes the name of one data key (db(data_key='det')), not {value!r}.", value=value
         )
-    if not server_path(value):
+    if "." in value or not server_path(value):  # one plain key: a dot would name a nested one
         raise QueryNotSupported(
             f"db(data_key={value!r}): a data key with characters other than letters, digits and '_' "
             f"cannot be searched on the server. Write instead: "
