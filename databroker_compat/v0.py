@@ -26,6 +26,7 @@ from .exceptions import UnknownDatum
 from .handlers import warn_handlers_unused
 from .layout import datum_id_for, frame_index, is_external, resource_uid_for
 from .lookup import runs_for_key
+from .queries import STREAM_DEPTH, stream_path
 from .run import HasRun, Run, as_run
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ RECENT_RUNS = 32
 #: Frames read at once by ``fill_events``: at most this many bytes, or this many events.
 FILL_BATCH_BYTES = 64 * 2**20
 FILL_BATCH_EVENTS = 1000
-# Streams sit right below their run (older writers put them one level further down).
-_STREAM_DEPTH = 3
 
 
 class RecentRuns:
@@ -299,13 +298,15 @@ class V0Methods:
         """The stream whose (first) descriptor has this uid, by one deep search of the streams."""
         if not isinstance(descriptor_uid, str) or "search_deep" not in self._children.item["links"]:
             return None
-        found = self._children.search_deep(Key("uid") == descriptor_uid, max_depth=_STREAM_DEPTH)
+        found = self._children.search_deep(Key("uid") == descriptor_uid, max_depth=STREAM_DEPTH)
         for path in found.keys():
-            if len(path) >= 2:
-                run = self._run_of(path[0])
-                descriptor = run.first_descriptor(path[-1])
-                if descriptor is not None:
-                    return _Stream(run, path[-1], descriptor["data_keys"])
+            located = stream_path(path)
+            if located is None:
+                continue
+            run = self._run_of(located[0])
+            descriptor = run.first_descriptor(located[1])
+            if descriptor is not None and descriptor["uid"] == descriptor_uid:
+                return _Stream(run, located[1], descriptor["data_keys"])
         return None
 
     def _stream_handed_out(self, descriptor_uid: Any, datum_ids: list[Any]) -> _Stream | None:

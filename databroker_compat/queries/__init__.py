@@ -32,12 +32,14 @@ from __future__ import annotations
 from .evaluate import matches
 from .keywords import (
     DEPRECATED_NAMES,
+    STREAM_DEPTH,
     UIDS_PER_QUERY,
     DataKey,
     check_data_keys,
     current_names,
     data_key_node,
     runs_declaring,
+    stream_path,
     uid_queries,
 )
 from .parse import FIELD_OPERATORS, STOP_KEYS, Cond, Group, Node, Text, Where, is_number, parse
@@ -61,6 +63,7 @@ __all__ = [
     "SCHEMA_TYPES",
     "SQLITE",
     "STOP_KEYS",
+    "STREAM_DEPTH",
     "TIME_FORMATS",
     "UIDS_PER_QUERY",
     "UNKNOWN",
@@ -83,6 +86,7 @@ __all__ = [
     "plan_search",
     "runs_declaring",
     "server_path",
+    "stream_path",
     "time_range",
     "uid_queries",
 ]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from tiled.queries import In, KeyPresent
 
 from ..exceptions import ConflictingArguments, QueryNotSupported
+from ..layout import LEGACY_STREAMS_NODE
 from .translate import server_path
 
 if TYPE_CHECKING:
@@ -36,12 +37,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEPRECATED_NAMES",
+    "STREAM_DEPTH",
     "UIDS_PER_QUERY",
     "DataKey",
     "check_data_keys",
     "current_names",
     "data_key_node",
     "runs_declaring",
+    "stream_path",
     "uid_queries",
 ]
 
@@ -49,8 +52,9 @@ __all__ = [
 DEPRECATED_NAMES = {"start_time": "since", "stop_time": "until"}
 #: Run uids per ``In`` query: about 4 KiB of URL, well under the servers' limits.
 UIDS_PER_QUERY = 100
-# Streams sit right below their run (older writers put them one level further down).
-_STREAM_DEPTH = 3
+#: How deep a deep search for streams goes: a stream sits right below its run, or one
+#: level further down (under ``streams``) for older writers.
+STREAM_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -149,12 +153,29 @@ def runs_declaring(container: Container, name: str) -> list[str]:
     """
     if "search_deep" not in container.item["links"]:
         raise QueryNotSupported(_deep_search_message(name), data_key=name)
-    found = container.search_deep(KeyPresent(f"data_keys.{name}"), max_depth=_STREAM_DEPTH)
+    found = container.search_deep(KeyPresent(f"data_keys.{name}"), max_depth=STREAM_DEPTH)
     uids: dict[str, None] = {}
     for path in found.keys():
-        if len(path) >= 2:
-            uids[path[0]] = None
+        located = stream_path(path)
+        if located is not None:
+            uids[located[0]] = None
     return list(uids)
+
+
+def stream_path(path: tuple[str, ...]) -> tuple[str, str] | None:
+    """``(run key, stream name)`` of a deep-search result path, or ``None`` if it is not a stream of a run.
+
+    A stream is ``(run, stream)``, or ``(run, "streams", stream)`` as older writers nested it;
+    anything deeper (the streams of a catalog nested in this one) is not.
+
+    >>> stream_path(("r1", "primary")), stream_path(("r1", "streams", "primary")), stream_path(("sub", "r1", "primary"))
+    (('r1', 'primary'), ('r1', 'primary'), None)
+    """
+    if len(path) == 2:
+        return path[0], path[1]
+    if len(path) == 3 and path[1] == LEGACY_STREAMS_NODE:
+        return path[0], path[2]
+    return None
 
 
 def uid_queries(uids: list[str]) -> list[In]:
