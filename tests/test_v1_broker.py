@@ -83,6 +83,21 @@ def test_fill_events_in_place_and_by_field(images, db):
     assert all(isinstance(e["data"]["img"], numpy.ndarray) for e in again)
 
 
+def test_databroker_v1_fill_test_flow(images, db):
+    # databroker's own v1 test (test_external_access_with_handler), before 1.x dropped it.
+    run, h = images
+    ev, ev2, _ = db.get_events(h, fields=["img"])
+    assert ev is not ev2 and ev["filled"] is not ev2["filled"]
+    assert not ev["filled"]["img"]
+    datum = ev["data"]["img"]
+    (ev_ret,) = db.fill_events([ev], h.descriptors, inplace=True)
+    assert ev_ret is ev and ev["filled"]["img"] == datum
+    assert ev["data"]["img"].shape == (10, 10)
+    ev2_filled = db.fill_event(ev2, inplace=False)
+    assert ev2_filled["filled"]["img"] == datum_id_for(run.uid, "primary", "img", 1)
+    assert not ev2["filled"]["img"] and isinstance(ev2["data"]["img"], str)
+
+
 def test_fill_event_alone_finds_its_run_on_the_server(served, images):
     run, h = images
     event = dict(next(iter(h.db.get_events(h))))
