@@ -1,4 +1,8 @@
-"""``Broker``: the databroker v1 entry point, over a Tiled container of Bluesky runs."""
+"""``Broker``: the databroker v1 entry point, over a Tiled container of Bluesky runs.
+
+Lookups and reading are here; the search methods come from ``results.Searching``, v0's
+``fill_event``/``fill_events``/``get_resource_uids`` from ``v0.V0Methods``, ``db.v2`` from ``v2``.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ from .header import Header, Headers, as_headers
 from .layout import ALL
 from .lookup import CATALOG, runs_for_key
 from .model import Document
-from .queries import backend_of
-from .results import Results, SavedSearches, build_nodes
+from .results import SavedSearches, Searching, headers_of
+from .v0 import RecentRuns, V0Methods
+from .v2 import catalog_of_runs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ALL", "Broker", "temp"]
 
-class Broker:
+class Broker(Searching, V0Methods):
     """The databroker v1 API over a Tiled container whose children are Bluesky runs.
 
     Parameters
@@ -71,12 +76,23 @@ class Broker:
         self._searches = SavedSearches()  # filters and aliases
         self._writer: Callable[[str, dict], Any] | None = None  # the TiledWriter of insert(), made on first use
         self._handler_registry: HandlerRegistry | None = None  # db.reg, made on first use
+        self._recent = RecentRuns()  # runs handed out lately, to trace lone events (fill_event)
+        self._v2: Any = None  # db.v2, made on first use
 
     # -- Tiled access ---------------------------------------------------------
     @property
-    def v2(self) -> BaseClient:
-        """The Tiled client this broker reads."""
-        return self._client
+    def v2(self) -> Any:
+        """bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` client over this node (:mod:`databroker_compat.v2`).
+
+        Even on a plain Tiled root: ``db.v2.search(ScanID(42))``, bare keys meaning
+        ``start.<key>``, ``db.v2[uid]["primary"]["data"]["img"][:]``; ``db.v2.v1 is db``.
+
+        >>> db.v2.v1 is db      # doctest: +SKIP
+        True
+        """
+        if self._v2 is None:
+            self._v2 = catalog_of_runs(self, self._children)
+        return self._v2
 
     @property
     def run_container(self) -> Container:
@@ -92,10 +108,12 @@ class Broker:
     def header_of(self, run: BaseClient) -> Header:
         """The :class:`~databroker_compat.Header` of a run client of this catalog.
 
-        >>> db.header_of(db.v2[uid]).uid == uid   # doctest: +SKIP
+        >>> db.header_of(db.run_container[uid]).uid == uid   # doctest: +SKIP
         True
         """
-        return Header(self, run)
+        header = Header(self, run)
+        self._recent.add(header.run)
+        return header
 
     # -- configuration (see the config package) --------------------------------------
     @classmethod
@@ -119,13 +137,8 @@ class Broker:
         >>> db = Broker.named("csx")      # doctest: +SKIP
         """
         opened = open_named(name, start_embedded=start_embedded)
-        return cls(
-            opened.client,
-            timezone=timezone if timezone is not None else opened.timezone,
-            name=opened.name,
-            config=opened.config,
-            on_close=opened.close,
-        )
+        zone = timezone if timezone is not None else opened.timezone
+        return cls(opened.client, timezone=zone, name=opened.name, config=opened.config, on_close=opened.close)
 
     @classmethod
     def from_config(cls, config: dict, auto_register: bool = True, name: str | None = None) -> Broker:
@@ -184,7 +197,11 @@ class Broker:
 
     # -- lookup -----------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
-        """Look up runs as v1 did: ``db[-1]``, ``db[-5:]``, ``db[scan_id]``, ``db[uid]``, lists.
+        """Look up runs as v1 did: ``db[-1]``, ``db[-5:]``, ``db[scan_id]``, ``db[uid]``, lists, sets.
+
+        ``db[-N]`` past the oldest run raises ``NotEnoughRuns`` (a ``KeyError`` and the
+        ``IndexError`` v1 raised); ``db[:]`` (a slice with neither bound) raises
+        ``ValueError``, as v1 refused to read the whole catalog.
 
         >>> db[-1].start["uid"] == db[db[-1].start["uid"][:8]].uid   # doctest: +SKIP
         True
@@ -192,95 +209,7 @@ class Broker:
         if self._searches.filters:
             return self()[key]  # filters apply to lookups too, as in v1
         found = runs_for_key(self._root, key, children=self._children, where=CATALOG)
-        return _wrap(self, found)
-
-    # -- search, filters, aliases ----------------------------------------------
-    def __call__(self, text_search: str | None = None, **query: Any) -> Results:
-        """Search as v1 did: keyword arguments are MongoDB-style conditions on the start document.
-
-        ``since``/``until`` bound ``start.time`` (strings read in ``self.timezone``);
-        ``start.``/``stop.`` prefixes choose the document; operators ``$eq $ne $gt $gte
-        $lt $lte $in $nin $exists $regex $not $all $size $and $or $nor $where``.
-        Active filters (:meth:`add_filter`) apply. Returns a lazy
-        :class:`~databroker_compat.results.Results`, oldest run first.
-
-        >>> res = db(plan_name="scan", scan_id={"$gt": 10}, since="2024-01")   # doctest: +SKIP
-        >>> res[-1].start["scan_id"]                                           # doctest: +SKIP
-        118
-        """
-        nodes = build_nodes(self, None, self._searches.filters)
-        return Results(self, nodes + build_nodes(self, text_search, query))
-
-    def add_filter(self, **query: Any) -> None:
-        """Add conditions that every later search and lookup must also meet.
-
-        As in v1, filters are one dict: a key given again replaces its earlier condition.
-
-        >>> db.add_filter(owner="alice", since="2024-01")   # doctest: +SKIP
-        """
-        self._searches.add_filter(self, query)  # a bad filter fails here, not at the next search
-
-    def clear_filters(self) -> None:
-        """Remove every filter added by :meth:`add_filter`.
-
-        >>> db.clear_filters()   # doctest: +SKIP
-        """
-        self._searches.clear_filters()
-
-    @property
-    def filters(self) -> dict:
-        """The active filters (a copy), as one query dict.
-
-        >>> db.filters   # doctest: +SKIP
-        {'owner': 'alice'}
-        """
-        return dict(self._searches.filters)
-
-    def alias(self, key: str, **query: Any) -> None:
-        """Name a search: ``db.alias("cal", plan_name="calib")`` makes ``db.cal`` run it.
-
-        >>> db.alias("cal", plan_name="calib"); len(db.cal)   # doctest: +SKIP
-        3
-        """
-        self._searches.add_alias(self, key, query)
-
-    def dynamic_alias(self, key: str, func: Callable[..., dict]) -> None:
-        """Name a search whose conditions ``func()`` returns each time it is used.
-
-        As in v1, ``func`` takes no arguments; a function of one argument gets the broker.
-
-        >>> db.dynamic_alias("today", lambda: {"since": time.time() - 86400})   # doctest: +SKIP
-        """
-        self._searches.add_alias(self, key, func)
-
-    @property
-    def aliases(self) -> dict:
-        """Alias name -> query dict (:meth:`alias`) or callable (:meth:`dynamic_alias`)."""
-        return dict(self._searches.aliases)
-
-    def __getattr__(self, name: str) -> Results:
-        # Only aliases get here (every attribute is set in __init__); a private name is
-        # never an alias, and must not recurse while the instance is being built or copied.
-        query = None if name.startswith("_") else self._searches.query_of(self, name)
-        if query is not None:
-            return self(**query)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def stats(self) -> dict:
-        """What v1's ``stats()`` summarised, for a Tiled catalog.
-
-        v1 returned MongoDB collection statistics; a Tiled server has no such thing.
-        This gives the number of runs (with the active filters), the server address
-        and the SQL backend searches run on.
-
-        >>> db.stats()   # doctest: +SKIP
-        {'runs': 11, 'uri': 'http://localhost:8000/api/v1/', 'backend': 'sqlite'}
-        """
-        return {
-            "runs": len(self()),
-            "uri": str(self._root.context.api_uri).split("?")[0],
-            "backend": backend_of(self._root),
-        }
+        return headers_of(self, found)
 
     # -- tables -------------------------------------------------------------------
     def get_table(
@@ -307,14 +236,10 @@ class Broker:
         """
         warn_handlers_unused(handler_registry, "get_table(handler_registry=...)")
         headers = as_headers(headers)
+        zones = [timezone or h.db.timezone for h in headers]  # the zone asked for, else each run's broker's
+        runs = [h.run for h in headers]
         return tables.get_table(
-            [h.run for h in headers],
-            stream_name=stream_name,
-            fields=fields,
-            fill=fill,
-            # Each run's times in the zone asked for, else in its own broker's zone.
-            timezones=[timezone or h.db.timezone for h in headers],
-            convert_times=convert_times,
+            runs, stream_name=stream_name, fields=fields, fill=fill, timezones=zones, convert_times=convert_times,
             localize_times=localize_times,
         )
 
@@ -415,9 +340,7 @@ class Broker:
         >>> [ev["data"]["det"] for ev in db.get_events(db[-1], fields=["det"])]   # doctest: +SKIP
         [1.0, 0.6, 0.1]
         """
-        stream = self.get_documents(
-            headers, stream_name=stream_name, fields=fields, fill=fill, handler_registry=handler_registry
-        )
+        stream = self.get_documents(headers, stream_name, fields=fields, fill=fill, handler_registry=handler_registry)
         return (doc for name, doc in stream if name == "event")
 
     def restream(
@@ -447,9 +370,7 @@ class Broker:
         """
         if not callable(func):
             raise TypeError(f"process() needs a callable func(name, doc), not {type(func).__name__}.")
-        for name, doc in self.get_documents(
-            headers, stream_name=stream_name, fields=fields, fill=fill, handler_registry=handler_registry
-        ):
+        for name, doc in self.get_documents(headers, stream_name, fields, fill=fill, handler_registry=handler_registry):
             func(name, doc)
 
     def insert(self, name: str, doc: dict) -> None:
@@ -512,12 +433,6 @@ class Broker:
         where = str(self._root.context.api_uri).split("?")[0]
         label = f" {self.name!r}" if self.name else ""
         return f"<Broker{label} over {where}>"
-
-
-def _wrap(db: Broker, found: Any) -> Any:
-    if isinstance(found, list):
-        return [_wrap(db, f) for f in found]
-    return db.header_of(found)
 
 
 def temp(

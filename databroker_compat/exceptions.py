@@ -4,10 +4,13 @@ The hierarchy::
 
     DatabrokerCompatError
     ├── RunNotFound            (also KeyError: ``db[...]`` with nothing to find)
+    │   └── NotEnoughRuns      (also IndexError: ``db[-N]`` past the oldest run)
+    ├── UnknownDatum           (also KeyError: a datum id ``fill_event`` cannot trace to a run)
     ├── AmbiguousKey           (also ValueError: a uid prefix that matches several runs)
     ├── BadKey                 (also TypeError: a key of a type ``db[...]`` cannot take)
     ├── UnknownField           (also ValueError: ``fields=[...]`` names nothing the runs hold)
-    ├── QueryNotSupported      (also ValueError: a query neither the server nor the client can run)
+    ├── QueryNotSupported      (also ValueError and NotImplementedError: a query that cannot be run)
+    ├── ConflictingArguments   (also TypeError: an argument given under two of its names)
     ├── ServerUnavailable      (also ConnectionError: the Tiled server went away)
     ├── BadArgument            (also ValueError: an argument or option that cannot be used)
     ├── BadTime                (also ValueError: a time value that cannot be read)
@@ -40,13 +43,16 @@ __all__ = [
     "BadTime",
     "ConfigError",
     "ConfigNotFound",
+    "ConflictingArguments",
     "DatabrokerCompatError",
     "ExternalDataUnavailable",
     "MigrationError",
     "MongoConfigNeedsMigration",
+    "NotEnoughRuns",
     "QueryNotSupported",
     "RunNotFound",
     "ServerUnavailable",
+    "UnknownDatum",
     "UnknownField",
 ]
 
@@ -83,6 +89,30 @@ class RunNotFound(DatabrokerCompatError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class NotEnoughRuns(RunNotFound, IndexError):
+    """``db[-N]`` (or ``results[-N]``) counts back past the oldest run.
+
+    v1 raised ``IndexError("There are only N runs.")`` here; this is also a ``KeyError``
+    (a :class:`RunNotFound`), so scripts that catch either keep working. ``err.key`` is
+    the index, ``err.count`` the number of runs there are.
+
+    >>> err = NotEnoughRuns("No run at index -5: there are only 4 runs.", key=-5, count=4)
+    >>> isinstance(err, IndexError), isinstance(err, KeyError), err.count
+    (True, True, 4)
+    """
+
+
+class UnknownDatum(DatabrokerCompatError, KeyError):
+    """A datum id that ``fill_event`` / ``fill_events`` cannot trace to a run of this catalog.
+
+    ``err.datum_id`` is the id, ``err.key`` the data key it was found under. The message
+    says to pass the run's descriptors (``db.fill_events(events, h.descriptors)``).
+    """
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
 class AmbiguousKey(DatabrokerCompatError, ValueError):
     """A uid prefix matches more than one run."""
 
@@ -95,8 +125,22 @@ class UnknownField(DatabrokerCompatError, ValueError):
     """``fields=`` names a field that none of the runs holds."""
 
 
-class QueryNotSupported(DatabrokerCompatError, ValueError):
-    """A query that cannot be run, on the server or on the client."""
+class QueryNotSupported(DatabrokerCompatError, ValueError, NotImplementedError):
+    """A query that cannot be run, on the server or on the client.
+
+    Also a ``NotImplementedError`` (what databroker's own v1 shim raised for searches it
+    no longer ran) and a ``ValueError`` (what v1 raised for a malformed query).
+
+    >>> issubclass(QueryNotSupported, NotImplementedError), issubclass(QueryNotSupported, ValueError)
+    (True, True)
+    """
+
+
+class ConflictingArguments(DatabrokerCompatError, TypeError):
+    """An argument given under two of its names (``since=`` and its old name ``start_time=``).
+
+    v1 raised ``TypeError`` here, as Python does for a keyword given twice.
+    """
 
 
 class ServerUnavailable(DatabrokerCompatError, ConnectionError):

@@ -10,8 +10,11 @@ and refuse the others with the same messages.
 ``db[42]``                :class:`ScanId`: the most recent run with ``scan_id == 42``
 ``db["a1b2c3..."]``       :class:`Uid`: a full uid or a prefix of >= 5 characters
 ``db[-3:]``, slices       :class:`NewestSlice`: negative bounds, over time order
-``db[[k1, k2]]``          :class:`Several`: a list (or tuple) of the above
+``db[[k1, k2]]``          :class:`Several`: a list, tuple or set of the above
 ========================  =====================================================
+
+As in v1, a slice must say where it starts or stops: ``db[:]`` (or ``db[::2]``) would
+read every run of the catalog and is refused with a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -94,7 +97,10 @@ class NewestSlice:
 
 @dataclass(frozen=True)
 class Several:
-    """``db[[k1, k2, ...]]``: each item is a key of its own, parsed when it is looked up."""
+    """``db[[k1, k2, ...]]``: each item is a key of its own, parsed when it is looked up.
+
+    A set (``db[{uid1, uid2}]``) is taken as v1 took it, in its iteration order.
+    """
 
     items: tuple
 
@@ -108,13 +114,16 @@ def parse_key(key: Any, *, subject: str = "db") -> RunKey:
 
     Raises ``BadKey`` (a ``TypeError``) for a key of a type no lookup takes,
     ``RunNotFound`` (a ``KeyError``) for a uid prefix too short to look up, and
-    ``BadArgument`` (a ``ValueError``) for slices with non-negative bounds or a zero
-    step. Each error carries the key as ``err.key``.
+    ``BadArgument`` (a ``ValueError``) for slices with non-negative bounds, with
+    neither bound (``db[:]``: the whole catalog), or with a zero step. Each error
+    carries the key as ``err.key``.
 
     >>> parse_key(-1), parse_key(42), parse_key("a1b2c3d4")
     (Recent(index=-1), ScanId(scan_id=42), Uid(text='a1b2c3d4'))
     >>> parse_key(slice(-5, None))
     NewestSlice(start=-5, stop=None, step=1)
+    >>> parse_key({"a1b2c3d4"})
+    Several(items=('a1b2c3d4',))
     >>> parse_key(slice(2, 5), subject="results")
     Traceback (most recent call last):
     ...
@@ -137,13 +146,17 @@ scan_ids; to select by scan_id use db(scan_id={'$gte': a, '$lt': b}).
         return Uid(key)
     if isinstance(key, slice):
         return _parse_slice(key, subject)
-    if isinstance(key, (list, tuple)):
+    if isinstance(key, (list, tuple, set, frozenset)):
         return Several(tuple(key))
     raise BadKey(
         f"Cannot look up a run with a {type(key).__name__} ({key!r}); use a negative index, "
         "a scan_id, a uid or uid prefix, a slice, or a list of these.",
         key=key,
     )
+
+
+# What ``x[:]`` would read, and what to write instead, by what is indexed.
+_WHOLE = {"db": ("every run of the catalog", "search: db(since='2024-01-01')")}
 
 
 def _parse_slice(key: slice, subject: str) -> NewestSlice:
@@ -156,6 +169,14 @@ def _parse_slice(key: slice, subject: str) -> NewestSlice:
             f"{subject}[{start}:{stop}] is not supported: slices count back from the newest run and "
             f"must use negative indices ({subject}[-5:] for the newest five). Positive integers are "
             "scan_ids; to select by scan_id use db(scan_id={'$gte': a, '$lt': b}).",
+            key=key,
+        )
+    if start is None and stop is None:
+        whole, instead = _WHOLE.get(subject, (f"every one of these {subject}", f"iterate them: list({subject})"))
+        shown = ":" if step is None else f"::{step}"
+        raise BadArgument(
+            f"{subject}[{shown}] (a slice with neither bound) would read {whole}; databroker v1 refused it "
+            f"too. Count back from the newest run ({subject}[-100:]), or {instead}.",
             key=key,
         )
     if step == 0:

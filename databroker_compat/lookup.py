@@ -8,8 +8,11 @@ messages both ways). :func:`runs_for_key` answers it on the server:
 ``db[-3:]``, slices       newest runs by ``start.time``, one page
 ``db[42]``                most recent run with ``scan_id == 42`` (one request)
 ``db["a1b2c3..."]``       full uid (equality query) or a prefix of >= 5 chars
-``db[[k1, k2]]``          a list of the above
+``db[[k1, k2]]``          a list (tuple, set) of the above
 ========================  =====================================================
+
+``db[-N]`` past the oldest run raises :class:`~databroker_compat.exceptions.NotEnoughRuns`,
+both the ``KeyError`` of a missing run and the ``IndexError`` v1 raised.
 
 :func:`runs_in_list` answers it over a list of runs already checked on the client
 (search results the server could not filter exactly).
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tiled.queries import Key, Like
 
-from .exceptions import AmbiguousKey, RunNotFound
+from .exceptions import AmbiguousKey, NotEnoughRuns, RunNotFound
 from .keys import NewestSlice, Recent, ScanId, Several, Uid, parse_key
 from .layout import RUN_SPEC, spec_names
 
@@ -70,12 +73,21 @@ def _ambiguous(text: str, uids: list[str], many: str) -> AmbiguousKey:
     )
 
 
+def _not_enough(index: int, count: int, where: str) -> NotEnoughRuns:
+    return NotEnoughRuns(
+        f"No run at index {index}: {count} runs in {where} (fewer than {-index} runs).",
+        key=index,
+        count=count,
+    )
+
+
 def _by_recency(container: Container, key: Recent, where: str) -> BaseClient:
     items = newest_first(container).values()
     try:
         return items[-key.index - 1]
     except IndexError:
-        raise RunNotFound(f"No run at index {key.index}: fewer than {-key.index} runs in {where}.", key=key.index) from None
+        pass
+    raise _not_enough(key.index, len(container), where)  # one more request, on the error path only
 
 
 def _by_scan_id(container: Container, key: ScanId, where: str) -> BaseClient:
@@ -173,10 +185,9 @@ def runs_in_list(runs: list, key: Any, *, where: str = SEARCH_RESULTS, subject: 
     """
     parsed = parse_key(key, subject=subject)
     if isinstance(parsed, Recent):
-        try:
-            return runs[parsed.index]
-        except IndexError:
-            raise RunNotFound(f"No run at index {parsed.index}: {len(runs)} runs in {where}.", key=parsed.index) from None
+        if -parsed.index > len(runs):
+            raise _not_enough(parsed.index, len(runs), where)
+        return runs[parsed.index]
     if isinstance(parsed, ScanId):
         for run in reversed(runs):
             if run.metadata["start"].get("scan_id") == parsed.scan_id:

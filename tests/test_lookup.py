@@ -29,6 +29,8 @@ def test_index_beyond_catalog(db):
         db[-100]
     with pytest.raises(KeyError):  # v1 callers catch KeyError
         db[-100]
+    with pytest.raises(IndexError, match=f"{len(ORDER)} runs in this catalog"):  # ... or v1's IndexError
+        db[-100]
 
 
 @pytest.mark.parametrize(
@@ -81,6 +83,12 @@ def test_lists_and_tuples(served, db):
     found = db[[scan.uid, -1, grid.start["scan_id"]]]
     assert [h.uid for h in found] == [scan.uid, served.runs["count_again"].uid, grid.uid]
     assert [h.uid for h in db[(scan.uid[:8],)]] == [scan.uid]
+    assert {h.uid for h in db[{scan.uid, grid.start["scan_id"]}]} == {scan.uid, grid.uid}  # sets, as v1
+
+
+def test_whole_catalog_slices_are_refused_as_in_v1(db):
+    with pytest.raises(ValueError, match="neither bound"):
+        db[:]
 
 
 @pytest.mark.parametrize("key", [1.5, None, {"a": 1}, True])

@@ -79,3 +79,17 @@ def test_migration_all_is_sorted_and_resolves():
         assert getattr(databroker_compat.migration, name) is not None, name
     assert {"migrate", "verify"} <= set(names)
     assert callable(databroker_compat.migration.migrate) and callable(databroker_compat.migration.verify)
+
+
+def test_errors_of_the_v1_broker_api_are_the_builtins_v1_raised():
+    # issue 15: db[-N] past the oldest run (v1: IndexError), searches v1's own shim refused
+    # (NotImplementedError), both spellings of since (TypeError), an untraceable datum id.
+    from databroker_compat import ConflictingArguments, NotEnoughRuns, QueryNotSupported, RunNotFound, UnknownDatum
+
+    assert issubclass(NotEnoughRuns, RunNotFound) and issubclass(NotEnoughRuns, IndexError)
+    assert issubclass(NotEnoughRuns, KeyError)
+    assert issubclass(QueryNotSupported, NotImplementedError) and issubclass(QueryNotSupported, ValueError)
+    assert issubclass(ConflictingArguments, TypeError)
+    assert issubclass(UnknownDatum, KeyError) and not issubclass(UnknownDatum, RunNotFound)
+    assert str(NotEnoughRuns("No run at index -9: 3 runs in this catalog.", key=-9, count=3)).startswith("No run")
+    assert str(UnknownDatum("pass the descriptors", datum_id="x/0")) == "pass the descriptors"

@@ -15,7 +15,9 @@ One concept in four stages, one module each:
   (:func:`plan_search`), exact where the catalog's SQL agrees with MongoDB, a superset
   elsewhere;
 - :mod:`~databroker_compat.queries.evaluate`: MongoDB semantics on the client
-  (:func:`matches`), to check the runs of a superset.
+  (:func:`matches`), to check the runs of a superset;
+- :mod:`~databroker_compat.queries.keywords`: the keywords v1 read itself
+  (``since``/``until``, their deprecated names ``start_time``/``stop_time``, ``data_key``).
 
 The support matrix (operator x backend x server/client) is in ``docs/searching.md``.
 
@@ -28,19 +30,45 @@ True
 from __future__ import annotations
 
 from .evaluate import matches
+from .keywords import (
+    DEPRECATED_NAMES,
+    STREAM_DEPTH,
+    UIDS_PER_QUERY,
+    DataKey,
+    check_data_keys,
+    current_names,
+    data_key_node,
+    runs_declaring,
+    stream_path,
+    uid_queries,
+)
 from .parse import FIELD_OPERATORS, STOP_KEYS, Cond, Group, Node, Text, Where, is_number, parse
 from .times import TIME_FORMATS, normalize_time, time_range
-from .translate import POSTGRESQL, SCHEMA_TYPES, SQLITE, UNKNOWN, Plan, Translator, backend_of, plan_search
+from .translate import (
+    POSTGRESQL,
+    SCHEMA_TYPES,
+    SQLITE,
+    UNKNOWN,
+    Plan,
+    Translator,
+    backend_of,
+    plan_search,
+    server_path,
+)
 
 __all__ = [
+    "DEPRECATED_NAMES",
     "FIELD_OPERATORS",
     "POSTGRESQL",
     "SCHEMA_TYPES",
     "SQLITE",
     "STOP_KEYS",
+    "STREAM_DEPTH",
     "TIME_FORMATS",
+    "UIDS_PER_QUERY",
     "UNKNOWN",
     "Cond",
+    "DataKey",
     "Group",
     "Node",
     "Plan",
@@ -48,10 +76,17 @@ __all__ = [
     "Translator",
     "Where",
     "backend_of",
+    "check_data_keys",
+    "current_names",
+    "data_key_node",
     "is_number",
     "matches",
     "normalize_time",
     "parse",
     "plan_search",
+    "runs_declaring",
+    "server_path",
+    "stream_path",
     "time_range",
+    "uid_queries",
 ]

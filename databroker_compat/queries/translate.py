@@ -34,7 +34,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["POSTGRESQL", "SCHEMA_TYPES", "SQLITE", "UNKNOWN", "Plan", "Translator", "backend_of", "plan_search"]
+__all__ = [
+    "POSTGRESQL",
+    "SCHEMA_TYPES",
+    "SQLITE",
+    "UNKNOWN",
+    "Plan",
+    "Translator",
+    "backend_of",
+    "plan_search",
+    "server_path",
+]
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -119,7 +129,12 @@ class Plan:
                 self.reasons.append(reason)
 
 
-def _server_path(path: str) -> bool:
+def server_path(path: str) -> bool:
+    """Whether every dotted segment of ``path`` is a plain identifier (a key the server can query).
+
+    >>> server_path("start.sample.name"), server_path("start.a-b")
+    (True, False)
+    """
     return all(_SERVER_SEGMENT.match(s) for s in path.split("."))
 
 
@@ -220,7 +235,7 @@ class Translator:
         """Add the server-side form of one field condition to ``plan``."""
         path, op, value = cond.path, cond.op, cond.value
         what = f"{op} on {path}"
-        if self.backend == UNKNOWN or not _server_path(path):
+        if self.backend == UNKNOWN or not server_path(path):
             plan.add([], False, what)
             return
         present = [KeyPresent(_top(path))]  # every positive condition needs the key

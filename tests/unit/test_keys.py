@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from databroker_compat import AmbiguousKey, BadKey, RunNotFound
+from databroker_compat import AmbiguousKey, BadKey, NotEnoughRuns, RunNotFound
 from databroker_compat.exceptions import BadArgument
 from databroker_compat.keys import MIN_PREFIX, NewestSlice, Recent, ScanId, Several, Uid, parse_key
 from databroker_compat.lookup import runs_in_list
@@ -43,7 +43,14 @@ def test_kinds_of_keys():
     assert parse_key([1, "abcde"]) == Several((1, "abcde")) and parse_key((-1,)) == Several((-1,))
 
 
-@pytest.mark.parametrize("key", [1.5, None, {"a": 1}, True, False, b"abcdef", {1, 2}])
+def test_sets_are_taken_like_lists_as_in_v1():
+    # v1 looked up each member of a set (issue 15, item 6); before, a set was a BadKey.
+    assert parse_key({"abcdef"}) == Several(("abcdef",))
+    assert parse_key(frozenset({-1})) == Several((-1,))
+    assert sorted(parse_key({1, 2}).items) == [1, 2]
+
+
+@pytest.mark.parametrize("key", [1.5, None, {"a": 1}, True, False, b"abcdef"])
 def test_bad_key_types(key):
     with pytest.raises(BadKey) as err:
         parse_key(key)
@@ -67,6 +74,21 @@ def test_non_negative_slice_bounds_are_refused(key):
 def test_slice_bounds_must_be_integers(key):
     with pytest.raises(BadKey, match="integers"):
         parse_key(key)
+
+
+@pytest.mark.parametrize("key", [slice(None, None), slice(None, None, 2), slice(None, None, -1)], ids=str)
+@pytest.mark.parametrize("subject", ["db", "results"])
+def test_slices_with_neither_bound_are_refused_as_in_v1(key, subject):
+    # v1 refused to read the whole catalog this way (issue 15, item 5).
+    with pytest.raises(BadArgument, match="neither bound") as err:
+        parse_key(key, subject=subject)
+    assert isinstance(err.value, ValueError) and err.value.key == key
+    assert f"{subject}[-100:]" in str(err.value)
+
+
+def test_open_start_slices_with_a_stop_keep_their_meaning():
+    assert parse_key(slice(None, -5)) == NewestSlice(None, -5, 1)
+    assert parse_key(slice(None, -2, -1)) == NewestSlice(None, -2, -1)
 
 
 def test_zero_step_is_refused():
@@ -93,6 +115,8 @@ def test_messages_differ_only_in_what_is_indexed():
     step=st.one_of(st.none(), st.integers(-4, 4).filter(bool)),
 )
 def test_slices_are_python_slices_and_reach_only_the_newest_needed(n, start, stop, step):
+    if start is None and stop is None:
+        return  # refused (the whole catalog): test_slices_with_neither_bound_are_refused_as_in_v1
     ascending = list(range(n))
     key = parse_key(slice(start, stop, step))
     assert isinstance(key, NewestSlice)
@@ -117,6 +141,10 @@ def test_client_side_lookup_errors():
     with pytest.raises(RunNotFound, match="-5: 4 runs in these search results") as err:
         runs_in_list(RUNS, -5)
     assert err.value.key == -5
+    # Both the KeyError of a missing run and the IndexError v1 raised (issue 15, item 4).
+    assert isinstance(err.value, NotEnoughRuns) and isinstance(err.value, IndexError)
+    assert err.value.count == 4
+    assert runs_in_list(RUNS, -4) is RUNS[0]
     with pytest.raises(RunNotFound, match="No run with scan_id 9 in these search results"):
         runs_in_list(RUNS, 9)
     with pytest.raises(RunNotFound, match="starts with 'zzzzz'"):

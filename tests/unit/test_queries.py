@@ -331,3 +331,62 @@ def test_the_plan_says_why_it_is_inexact():
     out = plan({"x": {"$regex": "a"}, "$where": lambda s: True}, SQLITE)
     assert out.reasons == ["$regex on start.x", "$where"]
     assert plan({"scan_id": 1}, SQLITE).reasons == []
+
+
+# -- the keywords v1 read itself (issue 15, item 7) -------------------------------------------
+def test_deprecated_time_names_are_renamed_with_a_warning():
+    from databroker_compat import ConflictingArguments
+    from databroker_compat.queries import DEPRECATED_NAMES, current_names
+
+    assert DEPRECATED_NAMES == {"start_time": "since", "stop_time": "until"}
+    with pytest.warns(DeprecationWarning, match=r"db\(start_time=\.\.\.\) is v1's deprecated spelling"):
+        assert current_names({"start_time": 1, "plan_name": "scan"}) == {"plan_name": "scan", "since": 1}
+    with pytest.warns(DeprecationWarning, match="until"):
+        assert current_names({"stop_time": 2}) == {"until": 2}
+    query = {"since": 1, "scan_id": 3}
+    assert current_names(query) == query and current_names(query) is not query
+    with pytest.raises(ConflictingArguments, match="not both") as err:
+        current_names({"until": 1, "stop_time": 2})
+    assert isinstance(err.value, TypeError) and (err.value.argument, err.value.deprecated) == ("until", "stop_time")
+
+
+def test_data_key_is_a_node_of_its_own_never_a_start_condition():
+    from databroker_compat.queries import DataKey, data_key_node
+
+    assert data_key_node("det") == DataKey("det")
+    for bad in (["det"], 3, ""):
+        with pytest.raises(QueryNotSupported, match="one data key") as err:
+            data_key_node(bad)
+        assert isinstance(err.value, NotImplementedError) and isinstance(err.value, ValueError)
+    with pytest.raises(QueryNotSupported, match=r"\[h for h in db\(\.\.\.\) if 'a.b' in h\.fields\(\)\]"):
+        data_key_node("a.b")
+
+
+class _Node:
+    """What check_data_keys reads of a container: its item's links."""
+
+    def __init__(self, links):
+        self.item = {"links": links}
+
+
+def test_a_server_without_deep_search_refuses_data_key_saying_what_to_write():
+    from databroker_compat.queries import DataKey, check_data_keys, runs_declaring
+
+    check_data_keys([DataKey("det")], _Node({"search": "s", "search_deep": "d"}))
+    check_data_keys([Cond("start.plan_name", "$eq", "scan")], _Node({"search": "s"}))
+    with pytest.raises(QueryNotSupported, match="would have to list every run") as err:
+        check_data_keys([DataKey("det")], _Node({"search": "s"}))
+    assert "'det' in h.fields()" in str(err.value) and err.value.data_key == "det"
+    assert isinstance(err.value, NotImplementedError)
+    with pytest.raises(QueryNotSupported, match="deep"):
+        runs_declaring(_Node({"search": "s"}), "det")
+
+
+def test_uid_queries_keep_urls_short():
+    from databroker_compat.queries import UIDS_PER_QUERY, uid_queries
+
+    uids = [f"{i:036d}" for i in range(2 * UIDS_PER_QUERY + 1)]
+    queries = uid_queries(uids)
+    assert [len(q.value) for q in queries] == [UIDS_PER_QUERY, UIDS_PER_QUERY, 1]
+    assert all(q.key == "start.uid" for q in queries) and [u for q in queries for u in q.value] == uids
+    assert uid_queries([]) == []
