@@ -332,7 +332,7 @@ class Results:
         return headers_of(self._db, found)
 
     def __contains__(self, header: Any) -> bool:
-        uid = header.start["uid"] if hasattr(header, "start") else header
+        uid = header.uid if hasattr(header, "uid") else header
         try:
             self[uid]
         except (RunNotFound, AmbiguousKey):
