@@ -158,7 +158,7 @@ def _attempt(
         present = uid in present_uids(container, [uid])
     if present and tries.mismatch is not None:
         # The write did not verify: the one rewrite, whatever the row counts say.
-        decision = Decision(REWRITE, "written again: the first write did not verify")
+        decision = Decision(REWRITE, "present but it did not verify")
     else:
         target = TargetRun(present=False)
         if present:
@@ -201,7 +201,7 @@ def _attempt(
     events = sum(s.events for s in tally.streams.values())
     warnings = list(dict.fromkeys([*(getattr(documents, "warnings", None) or []), *written.notes]))
     if tries.mismatch is not None:
-        warnings.append("the first write did not verify (" + "; ".join(tries.mismatch.mismatches) + "); written again")
+        warnings.append("the run in the target did not verify (" + "; ".join(tries.mismatch.mismatches) + "); written again")
     verification = None
     if options.verify:
         verification = _verify_written(tally, container, uid, options, raw)
