@@ -101,8 +101,8 @@ def check_array_key(
     framed = [s for s in key.without if s not in listed and 0 <= frame_index(s) < rows]
     if framed:
         result.mismatches.append(
-            f"{key.key!r}: {_events(framed)} carry no value in the source, yet the target serves a frame "
-            "for each (frames shifted onto other events?)"
+            f"{key.key!r}: the source has no value for {_events(framed)}, yet the target serves a frame "
+            "there (frames shifted onto other events?)"
         )
     if key.unresolved:
         result.mismatches.append(f"{key.key!r}: the datums {key.unresolved[:_SHOWN]} of events never went past")
