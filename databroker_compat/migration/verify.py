@@ -237,11 +237,12 @@ def _compare_stream(
     if target_uids != sorted(uids):
         mismatches.append(f"descriptor uids {sorted(uids)} != {target_uids}")
     keys = tally.arrays.of_stream(stream)
-    table = run.read_internal_table(stream)
-    counts.requests += 2  # the table (or its absence) and, below, the array nodes at most
-    nodes = run.array_nodes(stream) if keys or table is None else {}
-    if not keys and table is not None:
-        counts.requests -= 1
+    table = run.read_internal_table(stream)  # one request (a 404 when there is none)
+    counts.requests += 1
+    nodes = {}
+    if keys or table is None:
+        nodes = run.array_nodes(stream)  # one request (one per 300 nodes)
+        counts.requests += 1
     events = table.num_rows if table is not None else max((n.shape[0] for n in nodes.values() if n.shape), default=0)
     if run_open:
         # A run left open on purpose: TiledWriter writes events only at the stop.
