@@ -1,7 +1,9 @@
 """What the target already holds: which runs are present, complete or half-written; deleting one.
 
 These answers are the facts the run decision (:mod:`.decide`) is taken from, by the
-worker before it writes and by the dry run.
+worker before it writes and by the dry run. "Complete" here is a quick look at the
+documents and row counts; whether a run is equal to its source is for verification
+(:mod:`.verify`) to say.
 
 Deleting a half-written run (:func:`delete_run`) needs a server that allows deletes:
 the API key (or user) must hold the ``delete:node`` and ``delete:revision`` scopes, which
@@ -102,6 +104,11 @@ def run_state(client: Container, uid: str, expected: RunExpectation) -> str:
     stream, as many table rows as ``expected.event_counts``. Anything else (no stop:
     the writer was killed before the end; different content) is ``"partial"``.
 
+    This is a quick look (a few requests), not verification: equal row counts say
+    nothing of the values or of the frames. The worker skips a complete run that this
+    job began writing only once :func:`~databroker_compat.migration.verify.verify_run`
+    passes; to check a run, verify it.
+
     >>> run_state(client, uid, source.expected(uid))   # doctest: +SKIP
     'absent'
     """
@@ -112,6 +119,9 @@ def run_state(client: Container, uid: str, expected: RunExpectation) -> str:
 
 def inspect_run(client: Container, uid: str, expected: RunExpectation) -> TargetRun:
     """The facts of :class:`~databroker_compat.migration.decide.TargetRun` for one run.
+
+    ``complete`` is :func:`run_state`'s quick look (documents and row counts), not
+    verification.
 
     >>> decide(inspect_run(client, uid, source.expected(uid))).action   # doctest: +SKIP
     'skip'
