@@ -20,7 +20,6 @@ they select the right runs on a plain catalog too. Runs are the plugin's v2 run 
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -44,8 +43,15 @@ def _structure_clients(structure_clients: Any) -> Any:
     from bluesky_tiled_plugins import BlueskyEventStream
     from bluesky_tiled_plugins.clients.bluesky_run import BlueskyRunV2
 
-    clients = copy.copy(structure_clients)
-    if hasattr(clients, "set"):  # tiled's OneShotCachedMap of class factories
+    if hasattr(structure_clients, "set"):  # tiled's OneShotCachedMap of class factories
+        from tiled.utils import OneShotCachedMap
+
+        # A new map whose factories defer to the given one. (A copy would share the
+        # given map's storage: setting a key on it would change every client of the
+        # process, the shared default dispatch included.)
+        clients = OneShotCachedMap(
+            {name: functools.partial(structure_clients.__getitem__, name) for name in structure_clients}
+        )
         clients.set("BlueskyRun", lambda: BlueskyRunV2)
         if "BlueskyEventStream" not in clients:
             clients.set("BlueskyEventStream", lambda: BlueskyEventStream)

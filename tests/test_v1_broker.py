@@ -292,6 +292,21 @@ def test_v2_is_a_catalog_of_bluesky_runs_pointing_back(served, db, count_request
     assert Broker(served.special()).v2.is_sql
 
 
+
+def test_v2_leaves_every_other_client_as_it_was(served, db):
+    """db.v2 reads runs with the plugin's v2 client; no other client of the process changes."""
+    from tiled.client import from_uri
+
+    uid = served.runs["scan"].uid
+    before = type(from_uri(served.uri)[uid])
+    given = type(served.client[uid])
+    assert type(db.v2[uid]).__name__.startswith("BlueskyRunV2")
+    # Clients made afterwards, and the one the broker was given, read runs as before
+    # (the migration and the v1 read path rely on it).
+    assert type(from_uri(served.uri)[uid]) is before
+    assert type(served.client[uid]) is given
+    assert not before.__name__.startswith("BlueskyRunV2")
+
 def test_v2_searches_with_the_plugin_queries_select_the_right_runs(served, db):
     from bluesky_tiled_plugins.queries import PartialUID, ScanID, ScanIDRange, TimeRange
     from tiled.queries import Key
