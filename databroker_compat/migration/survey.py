@@ -287,12 +287,14 @@ def _survey_key(survey: _Survey, rows: list[tuple[str, int, dict[str, Any]]]) ->
     used: set[str] = set()
     for row, (_, _, values) in enumerate(rows):
         datum_id = values.get(plan.key)
-        reason, ref, point = None, None, None
+        reason: str | None = None
+        ref: Any = None
+        point: int | None = None
         if not isinstance(datum_id, str):
             reason = "the event holds no datum"
-        elif datum_id in used and survey.irregular is None:
-            survey.irregular = row
-        if reason is None:
+        else:
+            if datum_id in used and survey.irregular is None:
+                survey.irregular = row
             used.add(datum_id)
             rec = datums.get(datum_id)
             if rec is None:
@@ -366,8 +368,7 @@ def _decide(survey: _Survey, rows: list[tuple[str, int, dict[str, Any]]], descri
     bad = [row for row, reason in enumerate(reasons) if reason is not None]
     cut = min([*bad, *([irregular] if irregular is not None else [])], default=None)
     readable = survey.check_files and plan.shape is not None and all(
-        reason is not None or (ref is not None and plan.resources.get(ref) is not None
-                               and frames.is_supported(plan.resources[ref]))
+        reason is not None or frames.is_supported(plan.resources.get(ref) or {})
         for reason, (ref, _) in zip(reasons, survey.points, strict=True)
     )
     if cut is not None and not (irregular is None and bad == list(range(cut, len(rows)))):

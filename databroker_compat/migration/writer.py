@@ -132,7 +132,7 @@ def _resource_patch(settings: WriterSettings, doc: dict) -> dict:
 
 def _datum_patch(settings: WriterSettings, doc: dict) -> dict:
     """The datum with the row the reader chose for it (``indices``), when it chose one."""
-    row = settings.datum_rows.pop(doc.get("datum_id"), None)
+    row = settings.datum_rows.pop(str(doc.get("datum_id")), None)
     if row is not None:
         doc["datum_kwargs"] = {**(doc.get("datum_kwargs") or {}), "indices": {"start": row, "stop": row + 1}}
     return doc
