@@ -166,3 +166,56 @@ def frames_disagree(mds, assets, runs, image_dir: Path) -> FrameQuirk:
     uid = _store(mds, assets, docs)
     _insert(assets, "resource", other)
     return FrameQuirk(uid, "cam", [], outcome="failed", notes_contain=["FramesDisagree"])
+
+
+def frames_layout(mds, assets, image_dir: Path, spec: str, layout: str, n: int = 6) -> FrameQuirk:
+    """A hand-built image run whose datums the writer's defaults would register under the wrong files.
+
+    ``layout``: ``"two_resources"`` (the detector started new files mid-run),
+    ``"interleaved"`` (two resources, alternating), ``"two_descriptors"`` (one resource,
+    the stream's configuration changed mid-run), ``"index_from_5"`` (the resource's
+    points start at 5), ``"sparse_seq_nums"`` (seq_num 10, 12, 14, ...). Frames are
+    uint16 4×5, a different value per event.
+    """
+    import tifffile
+
+    from legacy_data import T0, _new_uid
+
+    uid, descs = _new_uid(), [_new_uid(), _new_uid()]
+    _insert(mds, "run_start", {"uid": uid, "time": T0, "scan_id": 1, "plan_name": "count"})
+    key = {"cam": {"dtype": "array", "shape": [4, 5], "source": "SIM:cam", "external": "FILESTORE:"}}
+    for j in range(2 if layout == "two_descriptors" else 1):
+        _insert(mds, "event_descriptor", {"uid": descs[j], "run_start": uid, "time": T0 + 0.1 + j * (n / 2 + 0.5),
+                                          "name": "primary", "data_keys": copy.deepcopy(key), "configuration": {}})
+    resources = []
+    for _ in range(2 if layout in ("two_resources", "interleaved") else 1):
+        stem = f"{layout}-{uuid.uuid4().hex[:8]}"
+        kwargs = {} if spec == "NPY_SEQ" else {"template": "%s%s_%6.6d.tiff", "filename": "cam", "frame_per_point": 1}
+        if spec == "AD_TIFF":
+            (image_dir / stem).mkdir(parents=True)
+        resources.append(_insert(assets, "resource", {"uid": _new_uid(), "spec": spec, "root": str(image_dir),
+                                                      "resource_path": stem, "resource_kwargs": kwargs, "run_start": uid}))
+    frames, used = [], [0] * len(resources)
+    for i in range(n):
+        r = i % 2 if layout == "interleaved" else (1 if layout == "two_resources" and i >= n // 2 else 0)
+        point = used[r] + (5 if layout == "index_from_5" else 0)
+        used[r] += 1
+        frame = numpy.full((4, 5), 10 * i + 1, dtype="uint16")
+        frames.append(frame.reshape(1, 4, 5) if spec == "AD_TIFF" else frame)  # v1's TIFF handler: (frames, y, x)
+        stem = resources[r]["resource_path"]
+        if spec == "NPY_SEQ":
+            numpy.save(image_dir / f"{stem}_{point}.npy", frame)
+        else:
+            tifffile.imwrite(image_dir / stem / f"cam_{point:06d}.tiff", frame)
+        datum = _insert(assets, "datum", {"datum_id": _new_uid(), "resource": resources[r]["uid"],
+                                          "datum_kwargs": {"index" if spec == "NPY_SEQ" else "point_number": point}})
+        desc = descs[1] if layout == "two_descriptors" and i >= n // 2 else descs[0]
+        seq = 10 + 2 * i if layout == "sparse_seq_nums" else i + 1
+        _insert(mds, "event", {"uid": _new_uid(), "descriptor": desc, "seq_num": seq, "time": T0 + 1 + i,
+                               "data": {"cam": datum["datum_id"]}, "timestamps": {"cam": T0 + 1 + i},
+                               "filled": {"cam": False}})
+    _insert(mds, "run_stop", {"uid": _new_uid(), "run_start": uid, "time": T0 + n + 2, "exit_status": "success",
+                              "num_events": {"primary": n}})
+    inline = layout in ("two_resources", "interleaved")
+    return FrameQuirk(uid, "cam", frames, outcome="with_fixes",
+                      notes_contain=["written inline"] if inline else ["'<u2'"])

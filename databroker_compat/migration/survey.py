@@ -323,30 +323,33 @@ def _survey_key(survey: _Survey, rows: list[tuple[str, int, dict[str, Any]]]) ->
 
 
 def _irregular_row(survey: _Survey, rows: list[tuple[str, int, dict[str, Any]]]) -> int | None:
-    """The first row the writer would not register in event order (None: all in order)."""
+    """The first row the writer would not register as its own event's frame (None: all in order).
+
+    TiledWriter registers a key's frames over the files of one resource: a second
+    resource of the same key is appended under the first one's file names (its
+    multipart consolidators keep the first URI), and HDF5 frames are appended in file
+    order. So a key stays external only when its datums name one resource, each
+    descriptor's datums in one block (the writer's ``indices`` then name each datum's own
+    file), and, for HDF5, one descriptor whose datums are the file's points 0, 1, 2, ...
+    """
     plan = survey.plan
-    first = survey.irregular
+    candidates = [] if survey.irregular is None else [survey.irregular]
     order: list[tuple[str, str]] = []
-    hdf5 = False
     for row, ((desc_uid, _, _), (ref, point), reason) in enumerate(zip(rows, survey.points, survey.reasons, strict=True)):
-        if reason is not None or ref is None:
-            continue
-        resource = plan.resources.get(ref)
+        resource = plan.resources.get(ref) if reason is None else None
         if resource is None or point is None:
             continue
         sres = (resource["uid"], desc_uid)
-        if sres not in plan.first_use:
+        if order and sres[0] != order[0][0]:
+            candidates.append(row)  # a second resource of this key
+        elif sres not in plan.first_use:
             plan.first_use[sres] = row
             order.append(sres)
-        elif order[-1] != sres:  # resources interleaved: the writer would group them
-            first = row if first is None else min(first, row)
-        if resource["spec"] == "AD_HDF5":
-            hdf5 = True
-            if len(plan.first_use) > 1 or point != row:  # the writer appends HDF5 frames in file order
-                first = row if first is None else min(first, row)
-    if hdf5 and len(plan.first_use) > 1 and first is None:
-        first = plan.first_use[order[1]]
-    return first
+        elif order[-1] != sres:
+            candidates.append(row)  # the descriptors' datums interleave
+        if resource["spec"] == "AD_HDF5" and (len(order) > 1 or point != row):
+            candidates.append(row)
+    return min(candidates, default=None)
 
 
 def _decide(survey: _Survey, rows: list[tuple[str, int, dict[str, Any]]], descriptors: list[dict]) -> None:
