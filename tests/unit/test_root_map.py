@@ -91,3 +91,14 @@ def test_a_source_hands_its_root_map_to_the_processes_that_reopen_it():
     assert source.documents("u").root_map == mapping
     with pytest.raises(BadArgument):
         LegacySource(db, root_map={"/old": "/new"})  # type: ignore[arg-type]
+
+
+def test_the_example_job_file_is_valid():
+    from pathlib import Path
+
+    from databroker_compat.migration.cli import load_config
+
+    config = load_config(Path(__file__).parents[2] / "migration" / "job.example.yaml")
+    assert _root_map(None, config).apply("/GPFS/xf11id/2016/img_0.npy") == "/nsls2/data/chx/legacy/2016/img_0.npy"
+    assert _root_map(None, config).apply("/GPFS/other/x") == "/nsls2/data/archive/other/x"
+    assert (config["allow_missing_files"], config["verify_data"]) == (False, "sample")
