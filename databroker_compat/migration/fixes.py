@@ -39,6 +39,7 @@ __all__ = [
     "Fix",
     "FixLog",
     "Notes",
+    "describe_seq_nums",
     "note",
 ]
 
@@ -150,3 +151,21 @@ def note(notes: Notes, kind: str, message: str, **context: Any) -> None:
         notes.add(kind, message, **context)
     else:
         notes.append(message)
+
+
+def describe_seq_nums(seq_nums: list[int]) -> str:
+    """``seq_num`` values as short ranges.
+
+    >>> describe_seq_nums([2, 3, 4, 7, 9, 10])
+    '2-4, 7, 9-10'
+    """
+    parts: list[str] = []
+    values = sorted(seq_nums)
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ", ".join(parts)

@@ -36,13 +36,14 @@ from typing import Any
 from ..exceptions import MigrationError
 from . import frames, legacy
 from .descriptors import fill_value
-from .fixes import DTYPE, INLINE, MISSING_FRAMES, SHAPE, FixLog
+from .fixes import DTYPE, INLINE, MISSING_FRAMES, SHAPE, FixLog, describe_seq_nums
 from .records import LegacyRecords
 from .seqnums import SeqNums
+from .writer import writer_datum_shape
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FramesDisagree", "KeyPlan", "describe_seq_nums", "survey_stream", "writer_datum_shape"]
+__all__ = ["FramesDisagree", "KeyPlan", "survey_stream"]
 
 _CHUNK = 1000  # datum ids per query
 
@@ -109,41 +110,9 @@ class KeyPlan:
         return math.prod(self.shape) * numpy.dtype(self.dtype).itemsize
 
 
-def describe_seq_nums(seq_nums: list[int]) -> str:
-    """``seq_num`` values as short ranges.
-
-    >>> describe_seq_nums([2, 3, 4, 7, 9, 10])
-    '2-4, 7, 9-10'
-    """
-    parts: list[str] = []
-    values = sorted(seq_nums)
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
-            j += 1
-        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
-        i = j + 1
-    return ", ".join(parts)
-
-
-def writer_datum_shape(declared: list[Any], multiplier: int | None) -> tuple[int, ...]:
-    """The shape of one event's value as TiledWriter registers an external key.
-
-    The rule of the writer's ``ConsolidatorBase`` (bluesky-tiled-plugins has no public
-    function for it): a declared ``(1,)`` is a scalar frame; with a ``frame_per_point``
-    the leading axis is the number of frames.
-
-    >>> writer_datum_shape([4, 5], 1), writer_datum_shape([1, 4, 5], 1), writer_datum_shape([8, 10], None)
-    ((1, 4, 5), (1, 4, 5), (8, 10))
-    """
-    shape = tuple(int(n) for n in declared)
-    shape = () if shape == (1,) else shape
-    if multiplier:
-        shape = shape or (multiplier,)
-        if shape[0] != multiplier:
-            shape = (multiplier, *shape[1:]) if shape[0] == 1 else (multiplier, *shape)
-    return shape
+def _shown(fill: Any) -> Any:
+    """A fill value as the report and the notes show it (NaN as the string ``"NaN"``: JSON has no NaN)."""
+    return "NaN" if isinstance(fill, float) and fill != fill else fill
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -410,7 +379,7 @@ def _correct_descriptors(plan: KeyPlan, descriptors: list[dict], log: FixLog) ->
         plan.fill = fill_value(dtype)
         log.add(INLINE, f"{where}: written inline (an array node holding every frame, read from the files) so that "
                 f"each event keeps its own frame; shape {list(plan.shape)}, dtype {dtype.name}; missing frames read "
-                f"as {plan.fill}", stream=plan.stream, key=plan.key, fill=plan.fill)
+                f"as {_shown(plan.fill)}", stream=plan.stream, key=plan.key, fill=_shown(plan.fill))
     for desc in descriptors:
         spec = desc["data_keys"].get(plan.key)
         if spec is None:
@@ -443,12 +412,12 @@ def _note_missing(plan: KeyPlan, log: FixLog) -> None:
     for seq, reason in plan.missing.items():
         by_reason.setdefault(reason, []).append(seq)
     parts = [f"{reason} (seq_num {describe_seq_nums(seqs)})" for reason, seqs in by_reason.items()]
-    reads = f"those events read as {plan.fill}" if plan.inline else "those events have no frame (read as None)"
+    reads = f"those events read as {_shown(plan.fill)}" if plan.inline else "those events have no frame (read as None)"
     log.add(
         MISSING_FRAMES,
         f"{plan.stream}/{plan.key} arrived without {len(plan.missing)} of {plan.rows} frames: "
         f"{'; '.join(parts)}; {reads}",
         stream=plan.stream, key=plan.key, seq_nums=sorted(plan.missing),
-        frames=plan.rows, fill=plan.fill if plan.inline else None,
+        frames=plan.rows, fill=_shown(plan.fill) if plan.inline else None,
         reasons={reason: sorted(seqs) for reason, seqs in by_reason.items()},
     )

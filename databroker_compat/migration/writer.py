@@ -53,6 +53,7 @@ __all__ = [
     "make_writer",
     "plainly_valid_event",
     "write_run",
+    "writer_datum_shape",
     "writer_patches",
 ]
 
@@ -152,6 +153,25 @@ def writer_patches(settings: WriterSettings | None = None) -> dict[str, Callable
         "resource": functools.partial(_resource_patch, settings),
         "datum": functools.partial(_datum_patch, settings),
     }
+
+
+def writer_datum_shape(declared: list[Any], multiplier: int | None) -> tuple[int, ...]:
+    """The shape of one event's value as TiledWriter registers an external key.
+
+    The rule of the writer's ``ConsolidatorBase`` (bluesky-tiled-plugins has no public
+    function for it): a declared ``(1,)`` is a scalar frame; with a ``frame_per_point``
+    the leading axis is the number of frames.
+
+    >>> writer_datum_shape([4, 5], 1), writer_datum_shape([1, 4, 5], 1), writer_datum_shape([8, 10], None)
+    ((1, 4, 5), (1, 4, 5), (8, 10))
+    """
+    shape = tuple(int(n) for n in declared)
+    shape = () if shape == (1,) else shape
+    if multiplier:
+        shape = shape or (multiplier,)
+        if shape[0] != multiplier:
+            shape = (multiplier, *shape[1:]) if shape[0] == 1 else (multiplier, *shape)
+    return shape
 
 
 @dataclass

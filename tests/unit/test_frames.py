@@ -15,9 +15,11 @@ import pytest
 import legacy_frames as lf
 from databroker_compat.exceptions import MigrationError
 from databroker_compat.migration import frames
+from databroker_compat.migration.fixes import describe_seq_nums
 from databroker_compat.migration.frames import RootMap, UnsupportedSpec
 from databroker_compat.migration.source import LegacySource
-from databroker_compat.migration.survey import FramesDisagree, describe_seq_nums, writer_datum_shape
+from databroker_compat.migration.survey import FramesDisagree
+from databroker_compat.migration.writer import writer_datum_shape
 
 
 def test_npy_seq_through_the_root_map(tmp_path):
