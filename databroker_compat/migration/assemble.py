@@ -127,11 +127,11 @@ class LegacyDocuments:
     def _generate(self) -> Iterator[tuple[str, Doc]]:
         records = self.records
         uid = self.uid
-        start_raw = records.start_record(uid)
+        start_raw = records.start_record(uid, self.log)
         start = legacy.normalise_start(start_raw, self.log)
 
         streams = []
-        for rec in records.descriptor_records(uid, start_raw["_id"]):
+        for rec in records.descriptor_records(uid, start_raw["_id"], self.log):
             pages = records.event_pages(uid, rec)
             first = next(pages, [])
             first_values: dict[str, Any] = {}

@@ -36,7 +36,7 @@ from typing import Any
 from ..exceptions import MigrationError
 from . import frames, legacy
 from .descriptors import fill_value
-from .fixes import DTYPE, INLINE, MISSING_FRAMES, SHAPE, FixLog, describe_seq_nums
+from .fixes import DTYPE, INLINE, MISSING_FRAMES, RESOURCE, SHAPE, FixLog, describe_seq_nums
 from .records import LegacyRecords
 from .seqnums import SeqNums
 from .writer import writer_datum_shape
@@ -289,6 +289,10 @@ def _survey_key(survey: _Survey, rows: list[tuple[str, int, dict[str, Any]]]) ->
                             plan.resources[ref] = None
         survey.reasons.append(reason)
         survey.points.append((ref, point))
+    v0 = sum(1 for rec in datums.values() if "datum_id" not in rec)
+    if v0:
+        survey.log.add(RESOURCE, f"{plan.stream}/{plan.key}: {v0} datum(s) keyed 'event_id' (filestore v0) read as "
+                       "datum_id", stream=plan.stream, key=plan.key)
 
 
 def _irregular_row(survey: _Survey, rows: list[tuple[str, int, dict[str, Any]]]) -> int | None:
