@@ -312,3 +312,30 @@ def test_migration_package_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_migrate_with_a_root_map(simple_served, source_runs, tmp_path):
+    """Resources under a dead root: the dry run finds the files missing; with the root map the run is whole."""
+    db = mongomock.MongoClient()["moved"]
+    insert_recorded(db, source_runs, names=["images"])
+    images = source_runs["images"]
+    real = db["resource"].find_one()["root"]
+    db["resource"].update_many({}, {"$set": {"root": "/GPFS/xf99id/old"}})
+    target = _container(simple_served, "rootmap")
+    source = LegacySource(db)
+
+    dry = migrate(source, target, progress=False, dry_run=True)
+    (planned,) = dry.runs
+    assert planned.missing_frames == {"primary": {"img": [1, 2, 3]}}
+    assert "files missing under '/GPFS/xf99id/old'" in planned.reason
+    assert dry.incomplete == [planned] and dry.exit_code() == 1
+    assert migrate(source, target, progress=False, dry_run=True, allow_missing_files=True).exit_code() == 0
+
+    report = migrate(source, target, progress=False, root_map=[f"/GPFS/xf99id/old={real}"], state_path=tmp_path / "s.jsonl")
+    assert report.ok, report.summary()
+    (outcome,) = report.runs
+    assert (outcome.status, outcome.missing_frames) == ("migrated", {})
+    frames = list(Broker(target, timezone="UTC")[images.uid].data("img"))
+    assert len(frames) == 3
+    for frame in frames:
+        numpy.testing.assert_array_equal(frame, numpy.arange(36, dtype="float64").reshape(6, 6))

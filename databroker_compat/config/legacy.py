@@ -29,7 +29,7 @@ from .discovery import (
     read_yaml,
 )
 
-__all__ = ["migrate_command", "mongo_sources", "needs_migration"]
+__all__ = ["migrate_command", "mongo_sources", "needs_migration", "root_map_of"]
 
 PathLike = Union[str, Path]
 
@@ -112,7 +112,9 @@ def mongo_sources(name_or_path: PathLike, source: str | None = None, *, expand: 
         ``metadatastore_uri`` and ``assets_uri`` (the same URI when one database held
         both), ``layout`` (``"mongo_normalized"`` or ``"mongo_embedded"``), ``name``,
         ``path`` (the file), and ``timezone``, ``root_map``, ``handlers``,
-        ``description`` when the configuration has them.
+        ``description`` when the configuration has them. ``root_map`` (where v1 found
+        the files of old path prefixes) is a ``{old: new}`` dict of strings; the
+        migration's ``--from-config`` uses it as its root map.
 
     Raises
     ------
@@ -120,7 +122,8 @@ def mongo_sources(name_or_path: PathLike, source: str | None = None, *, expand: 
         No MongoDB configuration of that name, or no such file.
     ConfigError
         The file names no MongoDB database (it points at Tiled, uses another backend,
-        or holds several MongoDB sources and ``source`` is not given).
+        or holds several MongoDB sources and ``source`` is not given), or its
+        ``root_map`` is not a mapping of paths.
 
     >>> mongo_sources("csx")["metadatastore_uri"]          # doctest: +SKIP
     'mongodb://mongo.example.org:27017/csx_metadatastore'
@@ -140,7 +143,38 @@ def mongo_sources(name_or_path: PathLike, source: str | None = None, *, expand: 
             )
         found = matches[0]
     sources = _mongo_sources_of(found)
-    return environment.expand(sources, found.where) if expand else sources
+    sources = environment.expand(sources, found.where) if expand else sources
+    if "root_map" in sources:
+        sources["root_map"] = root_map_of(sources["root_map"], found.where)
+    return sources
+
+
+def root_map_of(value: Any, where: str = "the configuration") -> dict[str, str]:
+    """A configuration's ``root_map`` as a ``{old: new}`` dict of path strings.
+
+    databroker v1 configurations (and intake catalogs) write it as a mapping; a list of
+    ``{old: new}`` mappings is merged in order. Anything else raises :class:`ConfigError`.
+
+    >>> root_map_of({"/GPFS/xf11id": "/nsls2/data/chx/legacy"})
+    {'/GPFS/xf11id': '/nsls2/data/chx/legacy'}
+    >>> root_map_of(["/a"], "csx.yml")
+    Traceback (most recent call last):
+    ...
+    databroker_compat.exceptions.ConfigError: csx.yml: root_map must map old path prefixes to new ones ({OLD: NEW}), not ['/a'].
+    """
+    if value is None:
+        return {}
+    items = value if isinstance(value, list) else [value]
+    merged: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in item.items()):
+            raise ConfigError(
+                f"{where}: root_map must map old path prefixes to new ones ({{OLD: NEW}}), not {value!r}.",
+                where=where,
+                root_map=value,
+            )
+        merged.update(item)
+    return merged
 
 
 def _found_in_file(path: Path, source: str | None) -> Found:

@@ -5,8 +5,11 @@ win. The defaults are those of :class:`~databroker_compat.migration.options.Migr
 The Tiled API key comes from ``--api-key`` or the ``TILED_API_KEY`` environment
 variable and is never printed or logged; MongoDB passwords are masked in every message.
 
-Exit status: 0 when everything moved (and verified), 1 when a run failed or did not
-verify, 2 for bad options (one line on stderr, no traceback).
+Exit status (:data:`EXIT_OK`, :data:`EXIT_RUNS`, :data:`EXIT_USAGE`): 0 when every
+selected run is in the target and verified (for ``--dry-run``: would be); 1 when a run
+failed, did not verify, or is incomplete (some events without their frames) unless
+``--allow-missing-files``; 2 for usage and configuration errors (one line on stderr, no
+traceback). ``verify`` follows the same rules.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from .._redact import redact
 from .._time import to_timestamp, zone
 from ..config import mongo_sources
 from ..exceptions import ConfigError, ConfigNotFound
+from .frames import RootMap
 from .job import run_job
-from .options import DEFAULTS, MigrationOptions, RetryPolicy
+from .options import DEFAULTS, VERIFY_DATA_LEVELS, MigrationOptions, RetryPolicy
 from .source import LegacySource
 from .verify import verify
 
@@ -36,8 +40,18 @@ app = typer.Typer(
     add_completion=False,
 )
 
+#: Exit status: every selected run is in the target (or would be) and verified.
+EXIT_OK = 0
+#: Exit status: a run failed, did not verify, or is incomplete (without --allow-missing-files).
+EXIT_RUNS = 1
+#: Exit status: usage or configuration error.
+EXIT_USAGE = 2
+
 # Keys a job file may hold (same names as the options, with underscores).
 CONFIG_KEYS = {
+    "root_map",
+    "allow_missing_files",
+    "verify_data",
     "metadatastore_uri",
     "assets_uri",
     "tiled_uri",
@@ -86,7 +100,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _fail(message: str) -> NoReturn:
     typer.echo(f"databroker-migrate: {redact(message)}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(EXIT_USAGE)
 
 
 def load_config(path: Optional[Path]) -> dict[str, Any]:
@@ -132,7 +146,7 @@ def load_config(path: Optional[Path]) -> dict[str, Any]:
 
 
 def _sources_from_config(name_or_path: Optional[str]) -> dict[str, Any]:
-    """The MongoDB URIs (and time zone) a v1 or intake configuration names (``--from-config``), as job options."""
+    """The MongoDB URIs, time zone and root map a v1 or intake configuration names (``--from-config``), as job options."""
     if not name_or_path:
         return {}
     try:
@@ -146,7 +160,24 @@ def _sources_from_config(name_or_path: Optional[str]) -> dict[str, Any]:
     if found.get("timezone"):
         # The zone v1 read this deployment's since/until in; --timezone and the job file win.
         options["timezone"] = found["timezone"]
+    if found.get("root_map"):
+        # Where v1 found this deployment's files; --root-map and the job file's root_map win.
+        options["root_map"] = found["root_map"]
     return options
+
+
+def _root_map(cli_value: Optional[list[str]], config: dict[str, Any]) -> RootMap:
+    """The job's root map: ``--root-map`` entries, else the job file's, else the v1 configuration's.
+
+    >>> _root_map(["/GPFS=/nsls2/legacy"], {"root_map": {"/a": "/b"}}).pairs
+    (('/GPFS', '/nsls2/legacy'),)
+    """
+    if cli_value:
+        return RootMap.parse(cli_value)
+    value = config.get("root_map")
+    if value is not None and not isinstance(value, (dict, list)):
+        raise ValueError(f"root_map must be a mapping {{OLD: NEW}} or a list of 'OLD=NEW', not {value!r}")
+    return RootMap.parse(value)
 
 
 def _pick(cli_value: Any, config: dict[str, Any], key: str, default: Any) -> Any:
@@ -188,6 +219,8 @@ _UNTIL = typer.Option("--until", help="Only runs started before this time (same 
 _TIMEZONE = typer.Option("--timezone", help="IANA time zone (e.g. America/New_York) of --since/--until times that name none [this machine's local zone, or the zone of --from-config's configuration].")
 _QUERY = typer.Option("--query", help='A Mongo query on start documents, as JSON: \'{"beamline_id": "CSX"}\'.')
 _VERBOSE = typer.Option("--verbose", "-v", help="Log progress (secrets masked).")
+_ROOT_MAP = typer.Option("--root-map", help="OLD=NEW: resources under the path prefix OLD have their files under NEW now (repeatable; first match wins). The paths written to Tiled are the mapped ones. Overrides root_map: of the job file and of --from-config's configuration.")
+_ALLOW_MISSING = typer.Option("--allow-missing-files/--no-allow-missing-files", help="Accept runs whose events arrived without some frames (files, datums or resources missing): exit 0, the runs listed as incomplete [off: exit 1].")
 
 
 def _query(value: Any) -> Optional[dict[str, Any]]:
@@ -237,6 +270,9 @@ def run_command(
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help=f"Progress bar on a terminal [{'on' if DEFAULTS.progress else 'off'}].")] = None,
     close_open_runs: Annotated[Optional[bool], typer.Option("--close-open-runs/--leave-open-runs", help=f"Give runs without a stop document an exit_status='unknown' stop [{'on' if DEFAULTS.close_open_runs else 'off'}].")] = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite/--no-overwrite", help=f"Replace runs present in Tiled with different content [{'on' if DEFAULTS.overwrite else 'off'}].")] = None,
+    root_map: Annotated[Optional[list[str]], _ROOT_MAP] = None,
+    allow_missing_files: Annotated[Optional[bool], _ALLOW_MISSING] = None,
+    verify_data: Annotated[Optional[str], typer.Option("--verify-data", help=f"How much array data verification reads: {' or '.join(VERIFY_DATA_LEVELS)} [{DEFAULTS.verify_data}].")] = None,
     state: Annotated[Optional[Path], typer.Option("--state", help="State file for resuming [databroker-migrate-state.jsonl].")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="JSON report path [databroker-migrate-report.json].")] = None,
     verbose: Annotated[bool, _VERBOSE] = False,
@@ -259,6 +295,9 @@ def run_command(
             dry_run=bool(_pick(dry_run, config, "dry_run", DEFAULTS.dry_run)),
             progress=bool(_pick(progress, config, "progress", DEFAULTS.progress)),
             timezone=_pick(timezone, config, "timezone", DEFAULTS.timezone),
+            root_map=_root_map(root_map, config),
+            allow_missing_files=bool(_pick(allow_missing_files, config, "allow_missing_files", DEFAULTS.allow_missing_files)),
+            verify_data=str(_pick(verify_data, config, "verify_data", DEFAULTS.verify_data)),
         )
     except (ValueError, TypeError) as err:
         _fail(str(err))
@@ -292,7 +331,7 @@ def run_command(
         _fail(str(err))
     typer.echo(result.summary())
     typer.echo(f"report: {report_path}")
-    raise typer.Exit(0 if result.ok else 1)
+    raise typer.Exit(result.exit_code())
 
 
 @app.command("verify")
@@ -309,6 +348,8 @@ def verify_command(
     query: Annotated[Optional[str], _QUERY] = None,
     uid: Annotated[Optional[list[str]], typer.Option("--uid", help="Only this run (repeatable).")] = None,
     close_open_runs: Annotated[Optional[bool], typer.Option("--close-open-runs/--leave-open-runs", help=f"As given to the migration [{'on' if DEFAULTS.close_open_runs else 'off'}].")] = None,
+    root_map: Annotated[Optional[list[str]], _ROOT_MAP] = None,
+    allow_missing_files: Annotated[Optional[bool], _ALLOW_MISSING] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the verification as JSON here.")] = None,
     verbose: Annotated[bool, _VERBOSE] = False,
 ) -> None:
@@ -320,12 +361,19 @@ def verify_command(
     zone_name = _pick(timezone, config, "timezone", DEFAULTS.timezone)
     _times(since_value, until_value, zone_name)
     selection = _query(_pick(query, config, "query", None))
+    try:
+        mapping = _root_map(root_map, config)
+    except ValueError as err:
+        _fail(str(err))
+    allowed = bool(_pick(allow_missing_files, config, "allow_missing_files", DEFAULTS.allow_missing_files))
     source, client = _connect(
         _pick(metadatastore_uri, config, "metadatastore_uri", None),
         _pick(assets_uri, config, "assets_uri", None),
         _pick(tiled_uri, config, "tiled_uri", None),
         api_key,
     )
+    if mapping:
+        source.set_root_map(mapping)
     try:
         result = verify(
             source,
@@ -343,7 +391,22 @@ def verify_command(
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     typer.echo(redact(result.summary()))
-    raise typer.Exit(0 if result.ok else 1)
+    raise typer.Exit(verification_exit_code(result, allow_missing_files=allowed))
+
+
+def verification_exit_code(result: Any, *, allow_missing_files: bool = False) -> int:
+    """The exit status of ``verify``, by the rules of ``run``: 1 for a mismatch, or an incomplete run unless allowed.
+
+    A run is incomplete when its verification lists ``missing_frames`` (the events its
+    source has without their frames).
+    """
+    if not result.ok:
+        return EXIT_RUNS
+    incomplete = [r for r in result.runs if getattr(r, "missing_frames", None)]
+    for run in incomplete:
+        allowed = " (allowed: --allow-missing-files)" if allow_missing_files else ""
+        typer.echo(f"INCOMPLETE{allowed} {run.uid}: events without their frames {run.missing_frames}")
+    return EXIT_RUNS if incomplete and not allow_missing_files else EXIT_OK
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ run to say what a real pass would do, so that the two never disagree:
 the target holds                                               action
 =============================================================  ===========
 nothing under the run's uid                                    ``write``
+the run, recorded as failed or incomplete by an earlier pass   ``rewrite``
 the run, complete (same start, stop, streams and row counts)   ``skip``
 the run without a stop document (a writer stopped mid-run)     ``rewrite``
 the run, begun by an earlier pass of this job (state file)     ``rewrite``
@@ -63,7 +64,9 @@ class Decision:
     reason: str = ""
 
 
-def decide(target: TargetRun, *, started_here: bool = False, overwrite: bool = False) -> Decision:
+def decide(
+    target: TargetRun, *, started_here: bool = False, overwrite: bool = False, failed_before: bool = False
+) -> Decision:
     """What to do with one run: ``write``, ``skip``, ``rewrite`` or ``refuse``.
 
     Parameters
@@ -74,6 +77,9 @@ def decide(target: TargetRun, *, started_here: bool = False, overwrite: bool = F
         An earlier pass of this job began writing the run and did not finish it.
     overwrite : bool
         Replace a run present with different content (``--overwrite``).
+    failed_before : bool
+        An earlier pass of this job wrote the run and recorded it as failed (it did not
+        verify, or arrived without some frames): write it again even if it looks complete.
 
     Returns
     -------
@@ -85,9 +91,13 @@ def decide(target: TargetRun, *, started_here: bool = False, overwrite: bool = F
     'already present in the target with the same content'
     >>> decide(TargetRun(present=True, complete=False, has_stop=True), started_here=True).action
     'rewrite'
+    >>> decide(TargetRun(present=True, complete=True, has_stop=True), failed_before=True).reason
+    'recorded as failed or incomplete by an earlier pass of this job'
     """
     if not target.present:
         return Decision(WRITE)
+    if failed_before:
+        return Decision(REWRITE, "recorded as failed or incomplete by an earlier pass of this job")
     if target.complete:
         return Decision(SKIP, "already present in the target with the same content")
     if not target.has_stop:

@@ -25,6 +25,7 @@ Other specs raise :class:`UnsupportedSpec`, which names the supported ones.
 
 from __future__ import annotations
 
+import glob
 import os
 import posixpath
 from collections.abc import Iterable, Mapping
@@ -36,7 +37,18 @@ from ..exceptions import BadArgument, MigrationError
 if TYPE_CHECKING:
     import numpy
 
-__all__ = ["SUPPORTED_SPECS", "RootMap", "UnsupportedSpec", "datum_files", "read_datum", "resource_directory"]
+__all__ = [
+    "SUPPORTED_SPECS",
+    "RootMap",
+    "UnsupportedSpec",
+    "datum_files",
+    "datum_point",
+    "files_exist",
+    "frame_per_point",
+    "is_supported",
+    "read_datum",
+    "resource_directory",
+]
 
 #: The resource specs whose files this module reads.
 SUPPORTED_SPECS = ("AD_HDF5", "AD_TIFF", "NPY_SEQ")
@@ -125,15 +137,40 @@ def _spec(resource: Mapping[str, Any]) -> str:
     return spec
 
 
-def _frame_per_point(resource: Mapping[str, Any]) -> int:
+def is_supported(resource: Mapping[str, Any]) -> bool:
+    """Whether this module reads the files of ``resource`` (its spec is in :data:`SUPPORTED_SPECS`).
+
+    >>> is_supported({"spec": "NPY_SEQ"}), is_supported({"spec": "XSP3"})
+    (True, False)
+    """
+    return str(resource.get("spec") or "") in SUPPORTED_SPECS
+
+
+def frame_per_point(resource: Mapping[str, Any]) -> int:
+    """Frames per datum of ``resource`` (``resource_kwargs["frame_per_point"]``, 1 if absent).
+
+    >>> frame_per_point({"resource_kwargs": {"frame_per_point": 3}})
+    3
+    """
     return int((resource.get("resource_kwargs") or {}).get("frame_per_point", 1) or 1)
 
 
-def _point(datum_kwargs: Mapping[str, Any]) -> int:
+_frame_per_point = frame_per_point
+
+
+def datum_point(datum_kwargs: Mapping[str, Any]) -> int:
+    """The point a datum names in its resource's files (``point_number``, or ``index`` for NPY_SEQ).
+
+    >>> datum_point({"index": 4})
+    4
+    """
     for name in ("point_number", "index"):
         if name in datum_kwargs:
             return int(datum_kwargs[name])
     raise MigrationError(f"A datum without point_number or index: {dict(datum_kwargs)!r}.", datum=dict(datum_kwargs))
+
+
+_point = datum_point
 
 
 def datum_files(
@@ -189,3 +226,19 @@ def read_datum(
     import tifffile
 
     return numpy.asarray([tifffile.imread(name) for name in files])
+
+
+def files_exist(resource: Mapping[str, Any]) -> bool:
+    """Whether the files of a (normalised) resource are there: the path, or files starting with it.
+
+    >>> files_exist({"root": "/no/such", "resource_path": "dir/file.h5"})
+    False
+    """
+    root = resource.get("root") or ""
+    path = resource.get("resource_path") or ""
+    full = posixpath.join(root, path.lstrip("/")) if root else path
+    if not full:
+        return False
+    if os.path.exists(full):
+        return True
+    return bool(glob.glob(glob.escape(full.rstrip("/")) + "*"))

@@ -15,6 +15,12 @@ and each partition runs inline, on threads or on ``dask.distributed`` workers
 - any other run is written (``migrated``), then verified against the checksums taken
   from its documents as they streamed past (no second read of the source).
 
+Each run's files are surveyed before it is written (through the job's root map), and
+every fix is recorded in its outcome. A run whose events arrived without some frames is
+*incomplete*: recorded as failed in the state file (so that the next pass, e.g. with a
+corrected root map, writes it again) and the job's exit status is 1, unless
+``allow_missing_files`` is given (then it is recorded as done and listed as incomplete).
+
 Transient failures (5xx, a server that went away) are retried per run with backoff.
 Progress is an append-only JSON-lines state file (one line per finished run, flushed
 and fsynced), kept by this process only, so a job killed at any instant resumes where
@@ -34,12 +40,14 @@ from .._redact import redact
 from ..exceptions import BadArgument
 from .connect import is_open_source, source_spec
 from .executor import DASK, INLINE, Executor
+from .frames import RootMap
 from .options import DEFAULTS, MigrationOptions, RetryPolicy
 from .partition import pages, plan_partitions
 from .plan import DONE_REASON, dry_run
 from .progress import Progress
 from .report import FAILED, MIGRATED, REWRITTEN, SKIPPED, MigrationReport, RunOutcome, now
 from .state import DONE, JobState
+from .target import delete_run
 from .verify import RunVerification, VerificationReport
 
 logger = logging.getLogger(__name__)
@@ -93,6 +101,9 @@ def migrate(
     partition_runs: int = DEFAULTS.partition_runs,
     large_run_events: int = DEFAULTS.large_run_events,
     timezone: str | None = DEFAULTS.timezone,
+    root_map: RootMap | Iterable[str] | dict[str, str] | None = DEFAULTS.root_map,
+    allow_missing_files: bool = DEFAULTS.allow_missing_files,
+    verify_data: str = DEFAULTS.verify_data,
 ) -> MigrationReport:
     """Migrate legacy MongoDB runs into a Tiled container through TiledWriter.
 
@@ -154,6 +165,15 @@ def migrate(
         ``large_run_events`` or more is a partition of its own.
     timezone : str, optional
         IANA zone for ``since``/``until`` times that name none (default: this machine's).
+    root_map : RootMap, list of "OLD=NEW" or dict, optional
+        Old file-system prefixes of the resources and where the files are now; files are
+        looked for, and registered in Tiled, at the mapped paths.
+    allow_missing_files : bool
+        Accept runs whose events arrived without some frames (files, datums or
+        resources missing): recorded as done and listed as incomplete, and the report is
+        ``ok``. By default they make the report not ``ok`` (exit status 1).
+    verify_data : str
+        How much array data verification reads: ``"sample"`` or ``"full"``.
 
     Returns
     -------
@@ -184,6 +204,9 @@ def migrate(
         dry_run=dry_run,
         progress=progress,
         timezone=timezone,
+        root_map=root_map if isinstance(root_map, RootMap) else RootMap.parse(root_map),
+        allow_missing_files=allow_missing_files,
+        verify_data=verify_data,
     )
     return run_job(
         source,
@@ -221,9 +244,16 @@ def run_job(
     >>> report = run_job(source, client, MigrationOptions(batch_size=500), since="2019")   # doctest: +SKIP
     """
     source = _open_source(source)
+    if options.root_map and hasattr(source, "set_root_map"):
+        source.set_root_map(options.root_map)
     container = _tiled.as_container(tiled_client)
     name = getattr(source, "name", None) or repr(source)
-    report = MigrationReport(source=redact(name), target=redact(_describe(tiled_client)), dry_run=options.dry_run)
+    report = MigrationReport(
+        source=redact(name),
+        target=redact(_describe(tiled_client)),
+        dry_run=options.dry_run,
+        allow_missing_files=options.allow_missing_files,
+    )
     state = JobState(state_path, read_only=options.dry_run)
     total: int | None
     selected: Iterable[str]
@@ -281,7 +311,15 @@ def _run_partitions(
     also_served_by: list[str] | None,
     api_key: str | None,
 ) -> None:
-    """Partition the selected runs page by page and run the partitions, recording each run."""
+    """Partition the selected runs page by page and run the partitions, recording each run.
+
+    A run this job wrote and recorded as failed (it did not verify, or arrived without
+    some frames) is removed from the target first, so that the pass writes it again
+    (``rewritten``) even if it looks complete: the decision :func:`~.decide.decide` takes
+    with ``failed_before``, which the dry run asks.
+    """
+    container = _tiled.as_container(tiled_client)
+    removed: set[str] = set()
     executor = Executor(
         source, tiled_client, options, scheduler=scheduler, also_served_by=also_served_by, api_key=api_key
     )
@@ -293,7 +331,12 @@ def _run_partitions(
             state.mark(outcome["uid"], "failed", reason=outcome["reason"])
         elif checked is not None and not checked["ok"]:
             # The next pass of the job rewrites it (present, recorded as failed).
-            state.mark(outcome["uid"], "failed", reason="verification: " + "; ".join(checked["mismatches"]))
+            state.mark(
+                outcome["uid"], "failed", reason="verification: " + "; ".join(checked["mismatches"]), written=True
+            )
+        elif outcome.get("missing_frames") and not options.allow_missing_files:
+            # Incomplete: the next pass (a corrected root map, the files restored) writes it again.
+            state.mark(outcome["uid"], "failed", reason="incomplete: " + outcome["reason"], written=True)
         else:
             state.mark(outcome["uid"], DONE, events=outcome["events"], outcome=outcome["status"])
 
@@ -315,6 +358,8 @@ def _run_partitions(
             if executor.mode == DASK:
                 record(result)
             outcome = RunOutcome(**result["outcome"])
+            if outcome.uid in removed and outcome.status == MIGRATED:
+                outcome.status = REWRITTEN
             checked = RunVerification(**result["verification"]) if result.get("verification") else None
             take(outcome, checked)
 
@@ -325,8 +370,14 @@ def _run_partitions(
             for uid in page:
                 if state.status(uid) == DONE:
                     take(RunOutcome(uid, SKIPPED, reason=DONE_REASON), None)
-                else:
-                    todo.append(uid)
+                    continue
+                if state.failed_before(uid):
+                    try:
+                        delete_run(container, uid)
+                        removed.add(uid)
+                    except Exception as err:  # the worker decides from what the target holds
+                        logger.warning("Could not remove run %s to write it again: %s", uid, redact(err))
+                todo.append(uid)
             if not todo:
                 continue
             try:

@@ -20,7 +20,8 @@ import math
 import uuid
 from typing import Any
 
-from .values import event_value, plain, safe_key
+from .fixes import KEY, RESOURCE, START, STOP, VALUE, Notes, note
+from .values import conversion_note, event_value, plain, safe_key
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ __all__ = [
     "final_stop",
     "is_closing_stop",
     "normalise_datum",
-    "normalise_descriptor",
     "normalise_event",
     "normalise_resource",
     "normalise_start",
@@ -67,13 +67,12 @@ EXIT_STATUS_ALIASES = {
     "error": "fail",
 }
 
-_JSON_DTYPES = {"string", "number", "array", "boolean", "integer"}
 _STREAM_KEY_NAMESPACE = uuid.UUID("7d4c2b8e-4f6a-4c1e-9a55-0b8f3f1e2a61")
 
 # -- documents -------------------------------------------------------------------
 
 
-def normalise_start(raw: dict, warnings: list[str]) -> dict:
+def normalise_start(raw: dict, warnings: Notes) -> dict:
     """The start document to write, from a ``run_start`` record.
 
     ``_id`` goes; metadata values become JSON (:func:`plain`); a string ``scan_id``
@@ -85,36 +84,47 @@ def normalise_start(raw: dict, warnings: list[str]) -> dict:
     {'uid': 'u', 'time': 1.0, 'scan_id': 7}
     """
     doc = {}
+    seen: dict[str, int] = {}
     for key, value in raw.items():
         if key == "_id":
             continue
         new_key = safe_key(str(key))
         if new_key != key:
-            warnings.append(f"start: key {key!r} renamed {new_key!r} (dots and slashes are not allowed)")
-        doc[new_key] = plain(value)
+            note(warnings, KEY, f"start: key {key!r} renamed {new_key!r} (dots and slashes are not allowed)")
+        doc[new_key] = plain(value, seen)
+    _note_conversions(warnings, "start", seen)
     if isinstance(doc.get("scan_id"), str):
         text = doc["scan_id"].strip()
         try:
             doc["scan_id"] = int(text)
-            warnings.append(f"start: string scan_id {text!r} stored as an integer")
+            note(warnings, START, f"start: string scan_id {text!r} stored as an integer")
         except ValueError:
             doc["legacy_scan_id"] = doc.pop("scan_id")
-            warnings.append(f"start: non-numeric scan_id {text!r} moved to 'legacy_scan_id'")
+            note(warnings, START, f"start: non-numeric scan_id {text!r} moved to 'legacy_scan_id'")
     elif isinstance(doc.get("scan_id"), float) and doc["scan_id"].is_integer():
         doc["scan_id"] = int(doc["scan_id"])
     if not isinstance(doc.get("time"), (int, float)):
         raise ValueError(f"run_start {doc.get('uid')!r} has no numeric 'time'")
-    return _json_safe(doc)
+    return _json_safe(doc, "start", warnings)
 
 
-def _json_safe(doc: dict) -> dict:
-    """Clamp integers beyond +/-2**53, exactly as the writer does for the start document."""
+def _note_conversions(warnings: Notes, where: str, seen: dict[str, int]) -> None:
+    line = conversion_note(where, seen)
+    if line is not None:
+        note(warnings, VALUE, line)
+
+
+def _json_safe(doc: dict, where: str, warnings: Notes) -> dict:
+    """Clamp integers beyond +/-2**53, exactly as the writer does for the start document (noted)."""
     from bluesky_tiled_plugins.utils import truncate_json_overflow
 
-    return truncate_json_overflow(doc)
+    clamped = truncate_json_overflow(doc)
+    if clamped != doc:
+        note(warnings, VALUE, f"{where}: integers beyond +/-2**53 clamped to +/-(2**53 - 1), as the writer stores them")
+    return clamped
 
 
-def normalise_stop(raw: dict, run_uid: str, warnings: list[str]) -> dict:
+def normalise_stop(raw: dict, run_uid: str, warnings: Notes) -> dict:
     """The stop document to write, from a ``run_stop`` record.
 
     ``_id`` and the metadatastore v0 ``run_start_id`` go, ``run_start`` is the start
@@ -127,26 +137,31 @@ def normalise_stop(raw: dict, run_uid: str, warnings: list[str]) -> dict:
     ('abort', "legacy exit_status 'Aborted'", 'u')
     """
     doc = {}
+    seen: dict[str, int] = {}
     for key, value in raw.items():
         if key in ("_id", "run_start_id"):
             continue
-        doc[safe_key(str(key))] = plain(value)
+        new_key = safe_key(str(key))
+        if new_key != key:
+            note(warnings, KEY, f"stop: key {key!r} renamed {new_key!r} (dots and slashes are not allowed)")
+        doc[new_key] = plain(value, seen)
+    _note_conversions(warnings, "stop", seen)
     doc["run_start"] = run_uid
     if "uid" not in doc:
         doc["uid"] = str(uuid.uuid5(_STREAM_KEY_NAMESPACE, f"{run_uid}/stop"))
-        warnings.append("stop: no uid; a deterministic one was given")
+        note(warnings, STOP, "stop: no uid; a deterministic one was given")
     status = doc.get("exit_status")
     if status not in ("success", "abort", "fail"):
         mapped = EXIT_STATUS_ALIASES.get(str(status).strip().lower(), UNKNOWN_EXIT_STATUS)
         reason = doc.get("reason") or ""
-        note = f"legacy exit_status {status!r}"
-        doc["reason"] = f"{reason} ({note})" if reason else note
+        kept = f"legacy exit_status {status!r}"
+        doc["reason"] = f"{reason} ({kept})" if reason else kept
         doc["exit_status"] = mapped
-        warnings.append(f"stop: exit_status {status!r} written as {mapped!r}")
+        note(warnings, STOP, f"stop: exit_status {status!r} written as {mapped!r}")
     if not isinstance(doc.get("time"), (int, float)):
         doc["time"] = 0.0
-        warnings.append("stop: no numeric time; 0.0 written")
-    return _json_safe(doc)
+        note(warnings, STOP, "stop: no numeric time; 0.0 written")
+    return _json_safe(doc, "stop", warnings)
 
 
 def closing_stop(run_uid: str, time: float, num_events: dict[str, int]) -> dict:
@@ -185,7 +200,7 @@ def final_stop(
     last_event_time: float | None,
     start_time: float,
     num_events: dict[str, int],
-    warnings: list[str],
+    warnings: Notes,
 ) -> dict | None:
     """The stop document a migrated run ends with: its own, a closing one, or none.
 
@@ -212,107 +227,10 @@ def final_stop(
     if raw is not None:
         return normalise_stop(raw, run_uid, warnings)
     if close_open_runs:
-        warnings.append("no stop document; a stop with exit_status 'unknown' is written")
+        note(warnings, STOP, "no stop document; a stop with exit_status 'unknown' is written")
         return closing_stop(run_uid, last_event_time if last_event_time is not None else start_time, num_events)
-    warnings.append("no stop document; left open, so TiledWriter writes no events")
+    note(warnings, STOP, "no stop document; left open, so TiledWriter writes no events")
     return None
-
-
-def _infer_dtype(value: Any) -> tuple[str, list[int]]:
-    if isinstance(value, bool):
-        return "boolean", []
-    if isinstance(value, int):
-        return "integer", []
-    if isinstance(value, float):
-        return "number", []
-    if isinstance(value, str):
-        return "string", []
-    if isinstance(value, (list, tuple)):
-        shape = []
-        probe: Any = value
-        while isinstance(probe, (list, tuple)):
-            shape.append(len(probe))
-            probe = probe[0] if probe else None
-        return "array", shape
-    return "string", []
-
-
-def normalise_descriptor(
-    raw: dict,
-    run_uid: str,
-    first_values: dict[str, Any],
-    warnings: list[str],
-) -> dict:
-    """The descriptor to write, from an ``event_descriptor`` record.
-
-    Parameters
-    ----------
-    raw : dict
-        The stored record.
-    run_uid : str
-        The start uid (replaces ``run_start`` / the v0 ``run_start_id`` ObjectId).
-    first_values : dict
-        Data values of the stream's first events, key -> value: used to add data keys
-        that events hold but the descriptor lacks, and to fill a missing or invalid
-        ``dtype``/``shape``.
-    warnings : list of str
-        Appended to, one line per fix.
-
-    A missing ``name`` becomes ``"primary"`` (what metadatastore v0 meant), a missing
-    ``configuration`` becomes ``{}``; ``hints`` and ``object_keys`` stay absent
-    (both optional). A data key without ``source`` gets ``"unknown"``.
-
-    >>> d = normalise_descriptor({"uid": "d", "time": 1.0, "data_keys": {"x": {}}}, "u", {"x": 1.5}, [])
-    >>> d["name"], d["data_keys"]["x"]["dtype"], d["configuration"]
-    ('primary', 'number', {})
-    """
-    doc = {}
-    for key, value in raw.items():
-        if key in ("_id", "run_start_id"):
-            continue
-        doc[safe_key(str(key))] = plain(value)
-    uid = doc.get("uid")
-    doc["run_start"] = run_uid
-    if not doc.get("name"):
-        doc["name"] = "primary"
-        warnings.append(f"descriptor {uid}: no name; stream named 'primary'")
-    if not isinstance(doc.get("configuration"), dict):
-        doc["configuration"] = {}
-    data_keys = doc.setdefault("data_keys", {})
-    for key, value in first_values.items():
-        if key not in data_keys:
-            dtype, shape = _infer_dtype(value)
-            data_keys[key] = {"dtype": dtype, "shape": shape, "source": "unknown"}
-            warnings.append(
-                f"descriptor {uid}: data key {key!r} found in events but not in the descriptor; added"
-            )
-    for key, spec in data_keys.items():
-        if not isinstance(spec, dict):
-            spec = data_keys[key] = {}
-        sample = first_values.get(key)
-        if spec.get("dtype") not in _JSON_DTYPES:
-            if "external" in spec:
-                spec["dtype"] = "array"
-            else:
-                spec["dtype"], inferred = _infer_dtype(sample) if sample is not None else ("number", [])
-                spec.setdefault("shape", inferred)
-            warnings.append(
-                f"descriptor {uid}: data key {key!r} has dtype {spec['dtype']!r} (was missing or invalid)"
-            )
-        if not isinstance(spec.get("shape"), list) or any(
-            not (isinstance(n, int) or n is None) for n in spec.get("shape", [])
-        ):
-            if spec.get("shape") is not None:
-                warnings.append(f"descriptor {uid}: data key {key!r} had an invalid shape")
-            spec["shape"] = _infer_dtype(sample)[1] if sample is not None and "external" not in spec else []
-        if "external" not in spec and sample is not None and spec["dtype"] != "array":
-            inferred_dtype, inferred_shape = _infer_dtype(sample)
-            if inferred_dtype == "array":
-                spec["dtype"], spec["shape"] = "array", inferred_shape
-                warnings.append(f"descriptor {uid}: data key {key!r} holds arrays; dtype set to 'array'")
-        if not isinstance(spec.get("source"), str):
-            spec["source"] = "unknown"
-    return doc
 
 
 def _coerce(value: Any, dtype: str | None) -> tuple[Any, bool]:
@@ -333,14 +251,27 @@ def _coerce(value: Any, dtype: str | None) -> tuple[Any, bool]:
     return value, False
 
 
-def normalise_event(raw: dict, descriptor: dict, warnings_counter: dict[str, int]) -> dict:
+def _count(counter: dict[str, int], label: str) -> None:
+    counter[label] = counter.get(label, 0) + 1
+
+
+def normalise_event(
+    raw: dict,
+    descriptor: dict,
+    warnings_counter: dict[str, int],
+    *,
+    absent: dict[str, Any] | None = None,
+    seen: dict[str, int] | None = None,
+) -> dict:
     """The event to write, from an ``event`` record of the (normalised) ``descriptor``.
 
     metadatastore v0 events (``descriptor_id`` ObjectId, ``data={key: [value, time]}``
     and no ``timestamps``) are split into ``data`` and ``timestamps``; a missing
     timestamp becomes the event time; values of numeric columns that are strings are
     converted (``nan`` when they are not numbers); keys the descriptor lacks are
-    dropped. ``warnings_counter`` counts each fix by kind, for one warning per run.
+    dropped; declared internal keys the event lacks get the value ``absent`` gives
+    (:func:`~.descriptors.absent_values`). ``warnings_counter`` counts each fix by kind,
+    for one warning per run; ``seen`` counts value conversions (ObjectIds, datetimes).
 
     >>> desc = {"uid": "d", "data_keys": {"x": {"dtype": "number"}}}
     >>> normalise_event({"_id": 1, "uid": "e", "descriptor_id": 9, "seq_num": 1, "time": 2.0,
@@ -355,28 +286,31 @@ def normalise_event(raw: dict, descriptor: dict, warnings_counter: dict[str, int
     timestamps: dict[str, Any] = {}
     split = timestamps_in is None
     if split:
-        warnings_counter["v0 events ({key: [value, timestamp]}) split"] = (
-            warnings_counter.get("v0 events ({key: [value, timestamp]}) split", 0) + 1
-        )
+        _count(warnings_counter, "v0 events ({key: [value, timestamp]}) split")
         timestamps_in = {}
     for key, value in data_in.items():
         if split and isinstance(value, (list, tuple)) and len(value) == 2:
             value, ts = value
             timestamps_in[key] = ts
         if key not in data_keys:
-            label = f"values of data key {key!r} absent from the descriptor dropped"
-            warnings_counter[label] = warnings_counter.get(label, 0) + 1
+            _count(warnings_counter, f"values of data key {key!r} absent from the descriptor dropped")
             continue
         spec = data_keys[key]
-        value = event_value(value)
+        value = event_value(value, seen)
         if "external" not in spec:
             value, changed = _coerce(value, spec.get("dtype"))
             if changed:
-                label = f"values of {key!r} not of dtype {spec.get('dtype')!r} converted"
-                warnings_counter[label] = warnings_counter.get(label, 0) + 1
+                _count(warnings_counter, f"values of {key!r} not of dtype {spec.get('dtype')!r} converted")
         data[key] = value
         ts = timestamps_in.get(key)
         timestamps[key] = float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else time
+    if absent and len(data) < len(data_keys):
+        for key, value in absent.items():
+            if key not in data:
+                data[key] = value
+                timestamps[key] = time
+                shown = "null" if value is None else ("NaN" if not hasattr(value, "shape") else "an array of fill values")
+                _count(warnings_counter, f"declared key {key!r} absent from the event; written as {shown}")
     if not isinstance(time, (int, float)):
         known = [t for t in timestamps.values() if isinstance(t, (int, float))]
         time = max(known, default=descriptor.get("time", 0.0))
@@ -397,21 +331,25 @@ def normalise_event(raw: dict, descriptor: dict, warnings_counter: dict[str, int
     return doc
 
 
-def normalise_resource(raw: dict, run_uid: str) -> dict:
+def normalise_resource(raw: dict, run_uid: str, warnings: Notes | None = None) -> dict:
     """The resource to write, from a ``resource`` record (filestore v0 or later).
 
     A resource without ``uid`` (filestore v0) takes its ObjectId's hex string, which is
     what its datums' ``resource`` holds; a resource without ``root`` had the root joined
-    into ``resource_path`` and gets ``root=""``.
+    into ``resource_path`` and gets ``root=""``. Both repairs are recorded in ``warnings``.
 
     >>> normalise_resource({"_id": "5f", "spec": "NPY_SEQ", "resource_path": "/d/x"}, "u")["uid"]
     '5f'
     """
+    warnings = [] if warnings is None else warnings
     doc = {k: plain(v) for k, v in raw.items() if k not in ("_id", "id")}
     if not doc.get("uid"):
         doc["uid"] = plain(raw["_id"])
-    doc.setdefault("root", "")
-    if doc["root"] is None:
+        note(warnings, RESOURCE, f"resource {doc['uid']}: no uid (filestore v0); its ObjectId's hex string is the uid")
+    if not doc.get("root"):
+        if "root" not in doc or doc["root"] is None:
+            note(warnings, RESOURCE, f"resource {doc['uid']}: no root (filestore v0); the root is joined into "
+                 f"resource_path {doc.get('resource_path', '')!r}")
         doc["root"] = ""
     doc.setdefault("resource_path", "")
     doc.setdefault("resource_kwargs", {})

@@ -29,6 +29,7 @@ from typing import Any
 
 from .._time import to_timestamp
 from ..exceptions import BadArgument, MigrationError, RunNotFound
+from .fixes import DESCRIPTOR, START, Notes, note
 from .values import is_objectid
 
 logger = logging.getLogger(__name__)
@@ -267,7 +268,9 @@ class LegacyRecords:
             return
         max_events = self.page_size if max_events is None else max_events
         starts: dict[str, Record] = {}
+        copies: dict[str, int] = {}
         for rec in mds["run_start"].find({"uid": {"$in": uids}}):
+            copies[rec["uid"]] = copies.get(rec["uid"], 0) + 1
             best = starts.get(rec["uid"])
             if best is None or str(rec["_id"]) < str(best["_id"]):
                 starts[rec["uid"]] = rec
@@ -289,7 +292,8 @@ class LegacyRecords:
         entries: dict[str, Record] = {}
         for uid in starts:
             found = sorted(stops[uid], key=lambda d: (d.get("time") is not None, d.get("time") or 0.0, str(d["_id"])))
-            entries[uid] = {"start": starts[uid], "descriptors": descriptors[uid], "stop": found[0] if found else None}
+            entries[uid] = {"start": starts[uid], "descriptors": descriptors[uid], "stop": found[0] if found else None,
+                            "start_copies": copies.get(uid, 1)}
         # Events, for descriptors linked by uid (the v1 layout), when they are few enough.
         by_uid = {rec["uid"]: uid for uid in entries for rec in entries[uid]["descriptors"] if rec.get("uid") and "run_start" in rec}
         if by_uid and max_events > 0:
@@ -311,8 +315,8 @@ class LegacyRecords:
             self._prefetched.pop(uid, None)
 
     # -- one run ------------------------------------------------------------------
-    def start_record(self, uid: str) -> Record:
-        """The ``run_start`` record of ``uid`` (the first stored, if it was stored twice).
+    def start_record(self, uid: str, fixes: Notes | None = None) -> Record:
+        """The ``run_start`` record of ``uid`` (the first stored, if it was stored twice: noted in ``fixes``).
 
         Raises
         ------
@@ -321,14 +325,21 @@ class LegacyRecords:
         """
         entry = self._prefetched.get(uid)
         if entry is not None:
-            return entry["start"]
-        found = list(self.metadatastore["run_start"].find({"uid": uid}).sort([("_id", _ASC)]).limit(1))
+            found, copies = [entry["start"]], entry.get("start_copies", 1)
+        else:
+            found = list(self.metadatastore["run_start"].find({"uid": uid}).sort([("_id", _ASC)]).limit(2))
+            copies = len(found)
         if not found:
             raise RunNotFound(f"No run_start with uid {uid!r} in {self.name!r}.", uid=uid, source=self.name)
+        if copies > 1 and fixes is not None:
+            note(fixes, START, "start: stored more than once (a re-sent document inserted again); the earliest is read")
         return found[0]
 
-    def descriptor_records(self, uid: str, start_oid: Any) -> list[Record]:
-        """The run's ``event_descriptor`` records in time order, each once, each with a ``uid``."""
+    def descriptor_records(self, uid: str, start_oid: Any, fixes: Notes | None = None) -> list[Record]:
+        """The run's ``event_descriptor`` records in time order, each once, each with a ``uid``.
+
+        A descriptor stored several times is read once (the earliest), and noted in ``fixes``.
+        """
         entry = self._prefetched.get(uid)
         if entry is not None:
             records = list(entry["descriptors"])
@@ -339,6 +350,8 @@ class LegacyRecords:
         for rec in records:
             key = rec.get("uid") or str(rec["_id"])
             if key in seen:
+                if fixes is not None:
+                    note(fixes, DESCRIPTOR, f"descriptor {key}: stored more than once; the earliest is read")
                 continue
             seen.add(key)
             if not rec.get("uid"):

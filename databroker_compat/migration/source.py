@@ -16,6 +16,7 @@ MongoSpec('mongodb://user:***@host/mds', assets_uri=None)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from .._redact import redact
 from ..exceptions import BadArgument
 from .assemble import LegacyDocuments
 from .expect import RunExpectation, expect_run
+from .frames import RootMap
 from .records import LegacyRecords
 
 logger = logging.getLogger(__name__)
@@ -73,15 +75,22 @@ class LegacySource(LegacyRecords):
         Events per read (keyword only; default 10,000). Memory use grows with it; with
         ``mongomock`` larger pages are faster (each read scans the collection).
     check_files : bool, optional
-        Check that the files of each resource exist before the resource is written
-        (keyword only; default True). Turn it off only when the migrating machine cannot
-        see the detector storage that the Tiled server reads.
+        Check the files of every datum (after the root map) and read the first frame of
+        each resource before a run is written (keyword only; default True). Turn it off
+        only when the migrating machine cannot see the detector storage that the Tiled
+        server reads: then frames cannot be checked, corrected or written inline.
+    root_map : RootMap, optional
+        Old file-system prefixes of the resources and where the files are now (keyword
+        only; ``RootMap.parse(["/GPFS/xf11id=/nsls2/data/chx/legacy"])``). Files are
+        looked for, and registered in Tiled, at the mapped paths.
 
     Attributes
     ----------
     spec : callable or None
         How another process opens this source (a :class:`MongoSpec`, set by
         :meth:`from_uris`); None: only this process can.
+    root_map : RootMap
+        As given (see :meth:`set_root_map`).
 
     Examples
     --------
@@ -99,10 +108,27 @@ class LegacySource(LegacyRecords):
         name: str | None = None,
         page_size: int = 10_000,
         check_files: bool = True,
+        root_map: RootMap | None = None,
     ) -> None:
         super().__init__(metadatastore, assets, name=name, page_size=page_size)
+        if root_map is not None and not isinstance(root_map, RootMap):
+            raise BadArgument(
+                f"root_map must be a RootMap (RootMap.parse([...])), not {type(root_map).__name__}.",
+                option="root_map", value=root_map,
+            )
         self.check_files = check_files
+        self.root_map = root_map if root_map is not None else RootMap()
         self.spec: Any = None
+
+    def set_root_map(self, root_map: RootMap) -> None:
+        """Use ``root_map`` from now on, here and in every process that opens this source from its spec.
+
+        >>> source.set_root_map(RootMap.parse(["/GPFS=/nsls2/legacy"]))   # doctest: +SKIP
+        """
+        self.root_map = root_map
+        if isinstance(self.spec, MongoSpec):
+            options = tuple((k, v) for k, v in self.spec.options if k != "root_map")
+            self.spec = dataclasses.replace(self.spec, options=(*options, ("root_map", root_map)))
 
     @classmethod
     def from_uris(
@@ -126,7 +152,12 @@ class LegacySource(LegacyRecords):
         return expect_run(self, uid, close_open_runs=close_open_runs)
 
     def documents(
-        self, uid: str, *, close_open_runs: bool = True, spec_to_mimetype: dict[str, str] | None = None
+        self,
+        uid: str,
+        *,
+        close_open_runs: bool = True,
+        spec_to_mimetype: dict[str, str] | None = None,
+        read_frames: bool = True,
     ) -> LegacyDocuments:
         """The run as valid event-model documents, in emission order, streamed in pages.
 
@@ -144,7 +175,9 @@ class LegacySource(LegacyRecords):
         spec_to_mimetype : dict, optional
             Extra resource spec -> MIME type entries (give the same to
             :func:`~databroker_compat.migration.writer.make_writer`). Resources whose
-            spec has no MIME type are not written and their values are left out.
+            spec has no MIME type are not written; their frames are missing frames.
+        read_frames : bool, optional
+            Read the frames of keys written inline (default); a dry run does not.
 
         Returns
         -------
@@ -156,7 +189,13 @@ class LegacySource(LegacyRecords):
         ['start', 'descriptor']
         """
         return LegacyDocuments(
-            self, uid, close_open_runs=close_open_runs, spec_to_mimetype=spec_to_mimetype, check_files=self.check_files
+            self,
+            uid,
+            close_open_runs=close_open_runs,
+            spec_to_mimetype=spec_to_mimetype,
+            check_files=self.check_files,
+            root_map=self.root_map,
+            read_frames=read_frames,
         )
 
 

@@ -71,6 +71,22 @@ class JobState:
         """Whether an earlier pass of this job began ``uid`` and did not finish it well."""
         return self.status(uid) in (STARTED, FAILED)
 
+    def failed_before(self, uid: str) -> bool:
+        """Whether an earlier pass of this job wrote ``uid`` and recorded it as failed (or incomplete).
+
+        Only runs marked ``failed`` with ``written=True`` (the job wrote them, and they did
+        not verify or arrived without some frames): a run refused because the target held
+        different content is not one, and is never rewritten without ``overwrite``.
+
+        >>> state = JobState(None)
+        >>> state.mark("a", FAILED, reason="incomplete: ...", written=True)
+        >>> state.mark("b", FAILED, reason="different content")
+        >>> state.failed_before("a"), state.failed_before("b")
+        (True, False)
+        """
+        record = self._status.get(uid)
+        return bool(record and record["status"] == FAILED and record.get("written"))
+
     def mark(self, uid: str, status: str, **extra: Any) -> None:
         """Record ``status`` for ``uid`` (one line, flushed and fsynced)."""
         record = {"uid": uid, "status": status, "at": now(), **extra}

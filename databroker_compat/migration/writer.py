@@ -9,8 +9,19 @@ its public hooks:
   had no stop) passes the schema check, which knows only success/abort/fail, and events
   are checked against the event schema by :func:`plainly_valid_event` first (the same
   verdict, ~40x cheaper), by the schema validator only when that check is unsure;
-- ``patches``: :func:`writer_patches` (AD_TIFF resource paths get their trailing ``/``);
-- ``spec_to_mimetype``: :data:`LEGACY_SPEC_TO_MIMETYPE` plus what the caller adds.
+- ``patches``: :func:`writer_patches`: resource paths through the root map (the paths
+  written to Tiled are where the files are now), AD_TIFF resource paths with their
+  trailing ``/``, NPY_SEQ resources with the file template for every resource of a key,
+  and each datum of an external key with the row the writer must give it
+  (``datum_kwargs["indices"]``, from :class:`WriterSettings`), so that every event keeps
+  its own frame;
+- ``spec_to_mimetype``: :data:`LEGACY_SPEC_TO_MIMETYPE` plus what the caller adds;
+- ``max_array_size``: 0 for a run whose frames are written inline and are small (the
+  writer would put them in the table otherwise), the writer's default else.
+
+The reader (:class:`~.assemble.LegacyDocuments`) hands its :class:`WriterSettings` over
+as ``writer_settings``; :func:`write_run` builds the writer at the first document, when
+the reader has surveyed the run's files.
 
 What the target already holds (present, complete, half-written) is read by
 :mod:`.target`.
@@ -25,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import MigrationError
+from .frames import RootMap, resource_directory
 from .legacy import UNKNOWN_EXIT_STATUS
 
 if TYPE_CHECKING:
@@ -33,7 +45,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LEGACY_SPEC_TO_MIMETYPE", "WrittenRun", "make_writer", "plainly_valid_event", "write_run", "writer_patches"]
+__all__ = [
+    "INLINE_BATCH_BYTES",
+    "LEGACY_SPEC_TO_MIMETYPE",
+    "WriterSettings",
+    "WrittenRun",
+    "make_writer",
+    "plainly_valid_event",
+    "write_run",
+    "writer_datum_shape",
+    "writer_patches",
+]
+
+#: Bytes of inline frames the writer may buffer per run: a run with frames written inline
+#: is written in batches of at most this many bytes of frames (at least one event).
+INLINE_BATCH_BYTES = 256 * 1024**2
 
 #: MIME types for resource specs found in legacy data that the writer's own table lacks.
 #: Only MIME types that Tiled servers can read are listed; a spec missing here (and from
@@ -52,31 +78,125 @@ LEGACY_SPEC_TO_MIMETYPE = {
 }
 
 
-def _resource_patch(doc: dict) -> dict:
-    """AD_TIFF resources name a directory: the writer needs the trailing ``/``."""
-    if str(doc.get("spec", "")).upper() == "AD_TIFF":
+@dataclass
+class WriterSettings:
+    """What the reader of a run tells the writer, once it has surveyed the run's files.
+
+    Attributes
+    ----------
+    root_map : RootMap
+        Old path prefixes -> where the files are now; applied to every resource written.
+    max_array_size : int or None
+        The writer's ``max_array_size`` (None: its default).
+    inline_frame_bytes : int
+        Bytes of the frames written inline per event (0: none); bounds the batch size.
+    datum_rows : dict
+        Datum id -> the row index the writer registers its frame under (``indices``),
+        set by the reader just before it hands the datum over, taken by the patch.
+    """
+
+    root_map: RootMap = field(default_factory=RootMap)
+    max_array_size: int | None = None
+    inline_frame_bytes: int = 0
+    datum_rows: dict[str, int] = field(default_factory=dict)
+
+    def batch_size(self, batch_size: int) -> int:
+        """``batch_size``, lowered so that buffered inline frames stay under :data:`INLINE_BATCH_BYTES`.
+
+        >>> WriterSettings(inline_frame_bytes=100 * 1024**2).batch_size(10_000)
+        2
+        """
+        if self.inline_frame_bytes <= 0:
+            return batch_size
+        return max(1, min(batch_size, INLINE_BATCH_BYTES // self.inline_frame_bytes))
+
+
+#: The file names TiledWriter's NPY consolidator gives NPY_SEQ files (it injects the
+#: template only for the first resource of a key; later ones need it in their kwargs).
+_NPY_TEMPLATE = "%s_%d.npy"
+
+
+def _resource_patch(settings: WriterSettings, doc: dict) -> dict:
+    """The resource as the writer registers it: mapped paths, AD_TIFF's ``/``, NPY_SEQ's template."""
+    mapped = resource_directory(doc, settings.root_map)
+    if mapped != resource_directory(doc):
+        doc["root"], doc["resource_path"] = "", mapped
+    spec = str(doc.get("spec", "")).upper()
+    if spec == "AD_TIFF":
         path = doc.get("resource_path", "")
         if path and not path.endswith("/"):
             doc["resource_path"] = path + "/"
+    elif spec == "NPY_SEQ":
+        doc["resource_kwargs"] = {"template": _NPY_TEMPLATE, **(doc.get("resource_kwargs") or {})}
     return doc
 
 
-def writer_patches() -> dict[str, Callable[[dict], dict]]:
+def _datum_patch(settings: WriterSettings, doc: dict) -> dict:
+    """The datum with the row the reader chose for it (``indices``), when it chose one."""
+    row = settings.datum_rows.pop(str(doc.get("datum_id")), None)
+    if row is not None:
+        doc["datum_kwargs"] = {**(doc.get("datum_kwargs") or {}), "indices": {"start": row, "stop": row + 1}}
+    return doc
+
+
+def writer_patches(settings: WriterSettings | None = None) -> dict[str, Callable[[dict], dict]]:
     """The ``patches`` given to ``TiledWriter`` for legacy data.
 
-    >>> sorted(writer_patches())
-    ['resource']
+    >>> patches = writer_patches(WriterSettings(root_map=RootMap.parse(["/old=/new"])))
+    >>> sorted(patches)
+    ['datum', 'resource']
+    >>> patches["resource"]({"spec": "AD_TIFF", "root": "/old", "resource_path": "cam"})["resource_path"]
+    '/new/cam/'
     """
-    return {"resource": _resource_patch}
+    settings = settings if settings is not None else WriterSettings()
+    return {
+        "resource": functools.partial(_resource_patch, settings),
+        "datum": functools.partial(_datum_patch, settings),
+    }
+
+
+def writer_datum_shape(declared: list[Any], multiplier: int | None) -> tuple[int, ...]:
+    """The shape of one event's value as TiledWriter registers an external key.
+
+    The rule of the writer's ``ConsolidatorBase`` (bluesky-tiled-plugins has no public
+    function for it): a declared ``(1,)`` is a scalar frame; with a ``frame_per_point``
+    the leading axis is the number of frames.
+
+    >>> writer_datum_shape([4, 5], 1), writer_datum_shape([1, 4, 5], 1), writer_datum_shape([8, 10], None)
+    ((1, 4, 5), (1, 4, 5), (8, 10))
+    """
+    shape = tuple(int(n) for n in declared)
+    shape = () if shape == (1,) else shape
+    if multiplier:
+        shape = shape or (multiplier,)
+        if shape[0] != multiplier:
+            shape = (multiplier, *shape[1:]) if shape[0] == 1 else (multiplier, *shape)
+    return shape
 
 
 @dataclass
 class WrittenRun:
-    """The outcome of :func:`write_run`: start uid, events passed to the writer, notes."""
+    """The outcome of :func:`write_run`.
+
+    Attributes
+    ----------
+    uid : str
+        The start uid.
+    events_written : int
+        Events passed to the writer.
+    notes : list of str
+        The reader's warnings (also stored in the run's ``notes``).
+    fixes : list of dict
+        Every fix the reader made (``Fix.to_dict()``), for the report.
+    missing_frames : dict
+        Stream -> key -> ``seq_num`` values of the events that arrived without their frame.
+    """
 
     uid: str
     events_written: int
     notes: list[str] = field(default_factory=list)
+    fixes: list[dict] = field(default_factory=list)
+    missing_frames: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 _EVENT_KEYS = frozenset({"data", "filled", "time", "timestamps", "descriptor", "seq_num", "uid"})
@@ -157,6 +277,7 @@ def make_writer(
     batch_size: int = 10_000,
     spec_to_mimetype: dict[str, str] | None = None,
     notes: list[str] | None = None,
+    settings: WriterSettings | None = None,
 ) -> TiledWriter:
     """A ``TiledWriter`` set up for legacy documents.
 
@@ -171,18 +292,25 @@ def make_writer(
     notes : list of str, optional
         A list whose contents, at each stop document, are added to the run's ``notes``
         metadata (``write_run`` passes the reader's warnings here).
+    settings : WriterSettings, optional
+        The reader's settings for this run (root map, datum rows, array storage).
 
     >>> writer = make_writer(client)        # doctest: +SKIP
     >>> writer("start", start_doc)          # doctest: +SKIP
     """
     from bluesky_tiled_plugins import TiledWriter
 
+    settings = settings if settings is not None else WriterSettings()
+    extra: dict[str, Any] = {}
+    if settings.max_array_size is not None:
+        extra["max_array_size"] = settings.max_array_size
     return TiledWriter(
         client,
         normalizer=functools.partial(_normalizer_class(), notes=notes),
-        patches=writer_patches(),
+        patches=writer_patches(settings),
         spec_to_mimetype={**LEGACY_SPEC_TO_MIMETYPE, **(spec_to_mimetype or {})},
-        batch_size=batch_size,
+        batch_size=settings.batch_size(batch_size),
+        **extra,
     )
 
 
@@ -196,7 +324,9 @@ def write_run(
     """Write one run's documents (e.g. ``LegacySource.documents(uid)``) into ``client``.
 
     The warnings of a :class:`~databroker_compat.migration.assemble.LegacyDocuments`
-    iterator become the run's ``notes`` metadata and the returned ``notes``.
+    iterator (or of a wrapper that forwards its attributes) become the run's ``notes``
+    metadata and the returned ``notes``; its ``writer_settings`` shape the writer, its
+    ``fixes`` and ``missing_frames`` are returned.
 
     Raises
     ------
@@ -211,12 +341,17 @@ def write_run(
     5
     """
     notes = getattr(documents, "warnings", None)
-    writer = make_writer(client, batch_size=batch_size, spec_to_mimetype=spec_to_mimetype, notes=notes)
+    writer = None
     uid = None
     events = 0
     name = None
     try:
         for name, doc in documents:
+            if writer is None:  # the reader has surveyed the run's files by its first document
+                settings = getattr(documents, "writer_settings", None)
+                writer = make_writer(
+                    client, batch_size=batch_size, spec_to_mimetype=spec_to_mimetype, notes=notes, settings=settings
+                )
             if name == "start":
                 uid = doc["uid"]
             elif name == "event":
@@ -238,4 +373,6 @@ def write_run(
         raise MigrationError(f"Writing run {uid} failed at a {name!r} document: {err!r}", uid=uid, document=name) from err
     if uid is None:
         raise MigrationError("No start document in the documents given to write_run().", uid=None, document=None)
-    return WrittenRun(uid, events, list(notes or []))
+    fixes = [f.to_dict() for f in getattr(documents, "fixes", None) or []]
+    missing = getattr(documents, "missing_frames", None) or {}
+    return WrittenRun(uid, events, list(notes or []), fixes, {s: {k: list(v) for k, v in ks.items()} for s, ks in missing.items()})
