@@ -416,9 +416,12 @@ def test_missing_frames_must_read_as_the_fill_value(migrated, legacy):
     tally = SourceTally(verify_data="full")
     for _ in tally.tee(legacy.source.documents(run.uid)):
         pass
+    # 'img' is datum-backed (its files stay external): an event listed as arriving without
+    # its frame carries no value and must have no row; a row served there is a mismatch.
     told = compare_run(tally, migrated[run.uid], missing_frames={"primary": {"img": [3]}})
     assert told.mismatches == [
-        "stream 'primary': 'img': a frame that could not be kept reads as the fill value nan; not so for event 3"
+        "stream 'primary': 'img': event 3 arrived without their frames (they read as None), "
+        "yet the target serves a frame there"
     ]
 
 

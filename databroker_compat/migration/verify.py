@@ -105,6 +105,9 @@ class RunVerification:
         HTTP requests the comparison sent to the target (retries not counted).
     verify_data : str
         ``"sample"`` or ``"full"``.
+    missing_frames : dict
+        Stream → key → seq_nums of the events that arrived without their frames (they
+        read as the documented fill value); a run that lists any is *incomplete*.
     """
 
     uid: str
@@ -115,6 +118,7 @@ class RunVerification:
     checked_events: dict[str, list[int]] = field(default_factory=dict)
     requests: int = 0
     verify_data: str = "sample"
+    missing_frames: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -309,7 +313,12 @@ def compare_run(
     source_stop = expected_stop if expected_stop is not None else tally.stop
     mismatches = _compare_documents(tally, dict(run_client.metadata), source_stop)
     streams = run.streams()
-    result = RunVerification(uid, False, verify_data="full" if tally.arrays.full else "sample")
+    result = RunVerification(
+        uid,
+        False,
+        verify_data="full" if tally.arrays.full else "sample",
+        missing_frames={s: {k: sorted(v) for k, v in keys.items()} for s, keys in (missing_frames or {}).items()},
+    )
     counts = _Counts(requests=1)
     for stream in tally.descriptors:
         item = streams.get(stream)

@@ -82,6 +82,11 @@ def check_array_key(
     """
     result = KeyCheck()
     missing = sorted({int(s) for s in missing})
+    absent: list[int] = []
+    if key.external:
+        # A datum-backed key keeps its files; the events that lost their frames (only
+        # at the end of the stream) carry no value and have no row: they read as None.
+        absent, missing = missing, []
     if node is None:
         if key.carried or key.streamed_rows or missing:
             result.mismatches.append(f"{key.key!r}: no array node in the target")
@@ -97,7 +102,13 @@ def check_array_key(
             f"{key.key!r}: {rows} frames in the target for {key.carried} events with a value in the source "
             f"(the highest, seq_num {key.last_seq}, needs {expected})"
         )
-    listed = set(missing)
+    served_absent = [s for s in absent if 0 <= frame_index(s) < rows]
+    if served_absent:
+        result.mismatches.append(
+            f"{key.key!r}: {_events(served_absent)} arrived without their frames (they read as None), "
+            "yet the target serves a frame there"
+        )
+    listed = set(missing) | set(absent)
     framed = [s for s in key.without if s not in listed and 0 <= frame_index(s) < rows]
     if framed:
         result.mismatches.append(

@@ -207,7 +207,11 @@ def _attempt(
         verification = _verify_written(tally, container, uid, options, raw)
         if not verification.ok:
             raise VerificationFailed(verification, events=events, warnings=warnings)
-    return RunOutcome(uid, tries.status, events, time.monotonic() - t0, warnings=warnings), verification
+    outcome = RunOutcome(
+        uid, tries.status, events, time.monotonic() - t0, warnings=warnings,
+        fixes=list(written.fixes), missing_frames=dict(written.missing_frames),
+    )
+    return outcome, verification
 
 
 def migrate_run(
