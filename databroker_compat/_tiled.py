@@ -78,7 +78,10 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, ServerUnavailable):
         return True
     if isinstance(error, httpx.HTTPError):
-        return bool(should_retry(error))
+        # should_retry answers True/False, or the Retry-After delay of a 429 as a float:
+        # any delay, 0.0 included, means "send it again".
+        verdict = should_retry(error)
+        return verdict is not False and verdict is not None
     return False
 
 

@@ -90,3 +90,22 @@ def test_row_groups_follow_chunks():
     assert row_groups(node, [1, 2, 3, 4]) == [(0, 1, 3), (2, 3, 5)]
     assert row_groups(node, [0, 5, 9]) == [(0, 0, 1), (1, 5, 6), (2, 9, 10)]
     assert row_groups(node, []) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "transient"),
+    [
+        (503, {}, True),
+        (500, {}, True),
+        (429, {}, True),
+        (429, {"Retry-After": "0"}, True),  # a delay of 0 s is still "send it again"
+        (429, {"Retry-After": "2.5"}, True),
+        (404, {}, False),
+        (401, {}, False),
+    ],
+)
+def test_http_status_errors_follow_tiled_retry_rule(status, headers, transient):
+    request = httpx.Request("GET", "http://127.0.0.1:1/api/v1/")
+    response = httpx.Response(status, headers=headers, request=request)
+    error = httpx.HTTPStatusError("status", request=request, response=response)
+    assert is_transient(error) is transient
