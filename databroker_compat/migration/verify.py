@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -192,13 +192,17 @@ def _table_checks(source: StreamChecksums, table: Any, wanted: Iterable[str]) ->
     target = StreamChecksums()
     columns = set(table.column_names)
     seq = table.column("seq_num").to_pylist() if "seq_num" in columns else list(range(1, table.num_rows + 1))
+
+    def summed(key: str, column: str, add: Callable[[str, int, Any], None]) -> None:
+        for s, v in zip(seq, table.column(column).to_pylist(), strict=True):
+            add(key, s, v)
+
     for key in wanted:
         column = column_of(key)
         if column not in columns:
             problems.append(f"column {key!r} missing from the target table")
             continue
-        for s, v in zip(seq, table.column(column).to_pylist(), strict=True):
-            target.add(key, s, v)
+        summed(key, column, target.add)
         if target.sums.get(key, 0) != source.sums[key]:
             problems.append(f"checksum of {key!r} differs")
         if key not in source.stamps:
@@ -207,8 +211,7 @@ def _table_checks(source: StreamChecksums, table: Any, wanted: Iterable[str]) ->
         if stamps not in columns:
             problems.append(f"timestamp column {stamps!r} missing from the target table")
             continue
-        for s, v in zip(seq, table.column(stamps).to_pylist(), strict=True):
-            target.add_stamp(key, s, v)
+        summed(key, stamps, target.add_stamp)
         if target.stamps.get(key, 0) != source.stamps[key]:
             problems.append(f"checksum of the timestamps of {key!r} differs")
     return problems
