@@ -48,7 +48,9 @@ __all__ = [
     "retry_once",
     "runs_only",
     "send_get",
+    "streaming_cache",
     "url_path",
+    "websocket_url",
 ]
 
 MSGPACK = "application/x-msgpack"
@@ -308,3 +310,74 @@ def data_source(context: Context, path: list[str]) -> dict | None:
     body = get_json(context, url, params={"include_data_sources": True})
     sources = body["data"]["attributes"].get("data_sources") or []
     return sources[0] if sources else None
+
+
+def websocket_url(node: Any) -> str:
+    """The ``/stream/single`` websocket address of a node (``ws://`` or ``wss://``).
+
+    Built from the node's own metadata address, so a server behind a path prefix works.
+
+    >>> class Node: uri = "https://tiled.example/api/v1/metadata/raw/abc"
+    >>> websocket_url(Node())
+    'wss://tiled.example/api/v1/stream/single/raw/abc'
+    """
+    uri = str(node.uri)
+    if "/metadata/" in uri:
+        uri = uri.replace("/metadata/", "/stream/single/", 1)
+    else:  # the root node: ".../api/v1/metadata" without the trailing slash
+        uri = uri.rstrip("/").removesuffix("/metadata") + "/stream/single/"
+    scheme, _, rest = uri.partition("://")
+    return ("wss" if scheme == "https" else "ws") + "://" + rest
+
+
+def streaming_cache(node: Any, *, timeout: float = 10.0) -> bool | None:
+    """Whether the server of ``node`` runs Tiled's streaming cache (websocket updates).
+
+    Tiled says so nowhere in its ``/api/v1/`` description, so the server is asked the
+    one way that tells: a websocket handshake at :func:`websocket_url` of ``node``.
+    A server with a streaming cache (``tiled serve ... --cache redis://...``,
+    ``--temp``, ``SimpleTiledServer``: their in-memory cache) accepts it and sends the
+    node's schema; one without answers the handshake with HTTP 500 (and writes the
+    error in its log) or 404 (a server with no websocket route). The connection is
+    closed at once. One handshake, about 20 ms on loopback.
+
+    Returns
+    -------
+    True (it streams), False (it does not) or None (it could not be told: no answer,
+    refused credentials, a transport this probe does not know). Callers that would
+    leave something out on False must treat None as True.
+
+    >>> streaming_cache(client)   # doctest: +SKIP
+    False
+    """
+    context = node.context
+    url = websocket_url(node)
+    http_client = context.http_client
+    if getattr(http_client, "app", None) is not None:  # an ASGI test client: no socket
+        try:
+            with http_client.websocket_connect(url.replace("ws://", "http://", 1)):
+                return True
+        except AttributeError:  # the handler found no streaming cache
+            return False
+        except Exception as err:
+            logger.debug("Could not tell whether %s streams: %r", url, err)
+            return None
+    import websockets.exceptions
+    from websockets.sync.client import connect
+
+    headers = {"Authorization": f"Apikey {context.api_key}"} if context.api_key else {}
+    token = getattr(http_client, "headers", {}).get("authorization")
+    if token and not headers:
+        headers = {"Authorization": token}
+    try:
+        with connect(url, additional_headers=headers, open_timeout=timeout, close_timeout=1):
+            return True
+    except websockets.exceptions.InvalidStatus as err:
+        status = err.response.status_code
+        if status >= 500 or status == 404:
+            return False
+        logger.debug("Could not tell whether %s streams: HTTP %d", url, status)
+        return None
+    except Exception as err:
+        logger.debug("Could not tell whether %s streams: %r", url, err)
+        return None
