@@ -22,21 +22,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from .. import _tiled
 from .._redact import redact
-from ..exceptions import MigrationError
+from .attempts import (
+    OnStart,
+    Result,
+    RunAttempts,
+    VerificationFailed,
+    Written,
+    concluded,
+    drive,
+    finish,
+    is_transient,
+    step,
+)
+from .batch import find_runs
 from .connect import is_open_source, open_cached
-from .decide import REFUSE, REWRITE, SKIP, Decision, TargetRun, decide
+from .decide import TargetRun
 from .options import DEFAULTS, MigrationOptions
-from .readahead import ReadAhead, Tee
-from .report import FAILED, MIGRATED, REWRITTEN, SKIPPED, RunOutcome
-from .tally import SourceTally
-from .target import delete_run, inspect_run, present_uids
-from .verify import MISSING_FRAMES_ATTRIBUTE, RunVerification, compare_run, verify_run
-from .writer import write_run
+from .report import RunOutcome
+from .target import inspect_runs
+from .verify import RunVerification, compare_runs
 
 if TYPE_CHECKING:
     from tiled.client.container import Container
@@ -45,173 +54,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VerificationFailed", "is_transient", "migrate_partition", "migrate_run"]
+__all__ = ["VERIFY_BATCH", "VerificationFailed", "is_transient", "migrate_partition", "migrate_run"]
 
-#: Called with a uid just before the run is written.
-OnStart = Callable[[str], None]
+#: Runs of a partition written before they are verified together (:func:`.compare.compare_runs`).
+VERIFY_BATCH = 50
 #: Called with each run's result (``{"outcome", "verification"}``) as soon as it is known.
 OnResult = Callable[[dict[str, Any]], None]
 
 
-class VerificationFailed(MigrationError):
-    """A run written but not equal to its source: ``verification`` says how; ``events``, ``warnings`` of the write."""
+def _write_target(container: Container, options: MigrationOptions) -> Container:
+    """The container that :func:`.writer.write_run` writes into: chosen here, once per partition.
 
-    def __init__(
-        self, verification: RunVerification, *, events: int = 0, warnings: list[str] | None = None
-    ) -> None:
-        super().__init__(
-            f"Run {verification.uid} does not match its source: " + "; ".join(verification.mismatches),
-            uid=verification.uid,
-            mismatches=verification.mismatches,
-        )
-        self.verification = verification
-        self.events = events
-        self.warnings = list(warnings or [])
-
-
-_MONGO_NETWORK_ERRORS = {
-    # pymongo's network errors, matched by name so pymongo is not imported here
-    "AutoReconnect",
-    "NetworkTimeout",
-    "ConnectionFailure",
-    "ServerSelectionTimeoutError",
-    "ExecutionTimeout",
-}
-
-
-def is_transient(err: BaseException | None) -> bool:
-    """Whether ``err`` (or an error it was raised from) is worth retrying later.
-
-    Transient: what :func:`databroker_compat._tiled.is_transient` retries (a transport
-    error, an HTTP 5xx or 429), and, for the migration, an HTTP 409 (the run appeared
-    while we wrote it: an earlier attempt's request got through), a network error
-    (to MongoDB or any socket). Not transient: any other 4xx (bad data, no permission),
-    a source that does not hold the run, a bug. (A failed verification is no error to
-    retry: :func:`migrate_run` writes such a run once more, then reports it.)
-
-    >>> import httpx
-    >>> is_transient(httpx.ConnectError("refused"))
-    True
-    >>> is_transient(ValueError("bad value"))
-    False
+    Reads, decisions, deletes and verification always use ``container`` itself.
     """
-    import httpx
+    return container
 
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, httpx.HTTPStatusError):
-            return err.response.status_code == 409 or _tiled.is_transient(err)
-        if _tiled.is_transient(err) or isinstance(err, (ConnectionError, TimeoutError)):
-            return True
-        if {cls.__name__ for cls in type(err).__mro__} & _MONGO_NETWORK_ERRORS:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _remove_partial(container: Container, uid: str) -> str:
-    """Delete what a failed attempt left of ``uid``; '' or a note on why it could not."""
-    try:
-        if uid in present_uids(container, [uid]):
-            delete_run(container, uid)
-    except Exception as cleanup:
-        return f" (and removing the partial run failed: {redact(cleanup)}; the next pass rewrites it)"
-    return ""
-
-
-@dataclass
-class _Tries:
-    """What the attempts at one run have done so far."""
-
-    touched: bool = False  # an attempt deleted or wrote something of this run in the target
-    status: str = MIGRATED  # what writing it is called: migrated, or rewritten when it was there before
-    mismatch: RunVerification | None = None  # the failed verification that made us write it once more
-
-
-def _verify_written(
-    tally: SourceTally, container: Container, uid: str, options: MigrationOptions, documents: Any
-) -> RunVerification:
-    """Verify the run just written against the documents the writer received."""
-    missing = getattr(documents, MISSING_FRAMES_ATTRIBUTE, None)
-    try:
-        return compare_run(tally, container[uid], root_map=options.root_map, missing_frames=missing)
-    except Exception as err:
-        if is_transient(err):
-            raise
-        return RunVerification(uid, False, [f"verification raised {type(err).__name__}: {redact(err)}"])
-
-
-def _attempt(
-    source: LegacySource,
-    container: Container,
-    uid: str,
-    present: bool | None,
-    started_here: bool,
-    options: MigrationOptions,
-    on_start: OnStart | None,
-    tries: _Tries,
-) -> tuple[RunOutcome, RunVerification | None]:
-    """One try at one run (see :func:`migrate_run`); raises :class:`VerificationFailed` on a mismatch."""
-    t0 = time.monotonic()
-    if present is None:
-        present = uid in present_uids(container, [uid])
-    if present and tries.mismatch is not None:
-        # The write did not verify: the one rewrite, whatever the row counts say.
-        decision = Decision(REWRITE, "present but it did not verify")
-    else:
-        target = TargetRun(present=False)
-        if present:
-            target = inspect_run(container, uid, source.expected(uid, close_open_runs=options.close_open_runs))
-        decision = decide(target, started_here=started_here, overwrite=options.overwrite)
-    if decision.action == SKIP and options.verify and (started_here or tries.touched):
-        # Complete by its row counts, but written (at least in part) by this job: it is
-        # complete only if it verifies; otherwise it is written once more.
-        present_run = verify_run(
-            source, container, uid, close_open_runs=options.close_open_runs,
-            root_map=options.root_map, verify_data=options.verify_data,
-        )
-        if not present_run.ok:
-            raise VerificationFailed(present_run)
-        events = sum(present_run.event_counts.values())
-        if tries.touched:  # an earlier attempt of this call wrote it all
-            return RunOutcome(uid, tries.status, events, time.monotonic() - t0), present_run
-        return RunOutcome(uid, SKIPPED, events, reason=decision.reason + " (verified)"), present_run
-    if decision.action == SKIP:
-        return RunOutcome(uid, SKIPPED, reason=decision.reason), None
-    if decision.action == REFUSE:
-        return RunOutcome(uid, FAILED, reason=decision.reason), None
-    if not tries.touched:
-        tries.status = REWRITTEN if decision.action == REWRITE else MIGRATED
-    if decision.action == REWRITE:
-        logger.info("Run %s: %s; deleting it to write it again", uid, decision.reason)
-        tries.touched = True
-        delete_run(container, uid)
-    if on_start is not None:
-        on_start(uid)
-    tries.touched = True
-    tally = SourceTally(verify_data=options.verify_data)
-    raw: Any = source.documents(uid, close_open_runs=options.close_open_runs)
-    documents = ReadAhead(raw) if options.read_ahead else raw
-    try:
-        written = write_run(container, Tee(documents, tally), batch_size=options.batch_size)
-    finally:
-        if isinstance(documents, ReadAhead):
-            documents.close()
-    events = sum(s.events for s in tally.streams.values())
-    warnings = list(dict.fromkeys([*(getattr(documents, "warnings", None) or []), *written.notes]))
-    if tries.mismatch is not None:
-        warnings.append("the run in the target did not verify (" + "; ".join(tries.mismatch.mismatches) + "); written again")
-    verification = None
-    if options.verify:
-        verification = _verify_written(tally, container, uid, options, raw)
-        if not verification.ok:
-            raise VerificationFailed(verification, events=events, warnings=warnings)
-    outcome = RunOutcome(
-        uid, tries.status, events, time.monotonic() - t0, warnings=warnings,
-        fixes=list(written.fixes), missing_frames=dict(written.missing_frames),
-    )
-    return outcome, verification
 
 
 def migrate_run(
@@ -232,6 +89,7 @@ def migrate_run(
     verification fails is written once more; if that does not verify either, the
     outcome is ``FAILED`` with the mismatches as its ``reason`` (and the verification
     is returned with it); the run is left in the target for inspection.
+    (:func:`migrate_partition` does the same for many runs, verifying them in batches.)
 
     Parameters
     ----------
@@ -253,46 +111,57 @@ def migrate_run(
     >>> outcome.status                                               # doctest: +SKIP
     'migrated'
     """
-    retry = options.retry
-    t0 = time.monotonic()
-    attempt = 0
-    tries = _Tries()
-    while True:
-        attempt += 1
+    run = RunAttempts(uid, present, started_here)
+    return drive(source, container, _write_target(container, options), run, options, on_start)
+
+
+def _known(source: Any, container: Container, uids: list[str], options: MigrationOptions) -> tuple[
+    set[str] | None, dict[str, TargetRun]
+]:
+    """Which runs the target holds (one search) and, for those, the decision's facts (one deep search)."""
+    try:
+        items = find_runs(container, uids)
+    except Exception as err:  # the target is away: each run looks for itself, with retries
+        logger.warning("Could not ask the target which runs it holds (%s); checking run by run", redact(err))
+        return None, {}
+    expected = {}
+    for uid in items:
         try:
-            outcome, verification = _attempt(source, container, uid, present, started_here, options, on_start, tries)
-            outcome.attempts = attempt
-            outcome.seconds = time.monotonic() - t0
-            return outcome, verification
-        except VerificationFailed as err:
-            mismatches = "; ".join(err.verification.mismatches)
-            if tries.mismatch is None:
-                logger.warning("Run %s does not verify (%s); writing it once more", uid, mismatches)
-                tries.mismatch = err.verification
-                present, started_here = None, True
-                continue
-            # Written twice, not equal to the source either time: keep it for inspection, report it.
-            logger.warning("Run %s still does not verify after it was written again: %s", uid, mismatches)
-            reason = f"verification failed after the run was written again: {mismatches}"
-            outcome = RunOutcome(
-                uid, FAILED, err.events, time.monotonic() - t0, reason=reason, warnings=err.warnings, attempts=attempt
-            )
-            return outcome, err.verification
-        except Exception as err:
-            reason = f"{type(err).__name__}: {redact(err)}"
-            if is_transient(err) and attempt <= retry.retries:
-                wait = retry.delay(attempt)
-                logger.warning("Run %s, attempt %d failed (%s); retrying in %.1f s", uid, attempt, reason, wait)
-                time.sleep(wait)
-                # Look again; what an attempt of ours left behind may be rewritten.
-                present, started_here = None, started_here or tries.touched
-                continue
-            logger.warning("Run %s failed after %d attempt(s): %s", uid, attempt, reason)
-            if attempt > 1:
-                reason += f" (after {attempt} attempts)"
-            if tries.touched:  # never remove a run this job did not write
-                reason += _remove_partial(container, uid)
-            return RunOutcome(uid, FAILED, seconds=time.monotonic() - t0, reason=reason, attempts=attempt), None
+            expected[uid] = source.expected(uid, close_open_runs=options.close_open_runs)
+        except Exception as err:  # the run's own attempt asks again, with retries
+            logger.info("Run %s: reading what it should hold failed (%s)", uid, redact(err))
+    try:
+        return set(items), inspect_runs(container, expected, items) if expected else {}
+    except Exception as err:
+        logger.info("Inspecting the present runs together failed (%s); run by run", redact(err))
+        return set(items), {}
+
+
+def _verify_batch(
+    source: LegacySource,
+    container: Container,
+    writable: Container,
+    pending: list[tuple[RunAttempts, Written]],
+    options: MigrationOptions,
+    on_start: OnStart | None,
+) -> list[tuple[RunAttempts, Result]]:
+    """Verify the pending runs together; a run that does not verify, or raised, goes on on its own."""
+    t0 = time.monotonic()
+    try:
+        compared = compare_runs(container, [w.check for _, w in pending], root_map=options.root_map)
+    except Exception as err:  # the searches failed: each run is retried (or failed) on its own
+        compared = {w.check.uid: err for _, w in pending}
+    share = (time.monotonic() - t0) / max(len(pending), 1)
+    done = []
+    for run, written in pending:
+        run.seconds += share
+        got = concluded(container, run, written, compared[run.uid], options)
+        if got is None:
+            done.append((run, drive(source, container, writable, run, options, on_start)))
+        else:
+            assert not isinstance(got, Written)
+            done.append((run, finish(run, got)))
+    return done
 
 
 def migrate_partition(
@@ -313,6 +182,13 @@ def migrate_partition(
     where the job runs in the same process) is called with each uid before it is written,
     ``on_result`` with each run's result as soon as it is known.
 
+    The partition's runs are decided from one search and one deep search of the target
+    (:func:`.target.inspect_runs`), written, then verified :data:`VERIFY_BATCH` at a time
+    (:func:`.compare.compare_runs`): a run's result is passed on only once it is verified,
+    so a job killed in between finds the run recorded as started and verifies or rewrites
+    it. A run that does not verify is written once more and verified on its own, as
+    :func:`migrate_run` does.
+
     >>> migrate_partition(MongoSpec(uri), TiledSpec(url, key), [uid])   # doctest: +SKIP
     [{'outcome': {'uid': ..., 'status': 'migrated', ...}, 'verification': {...}}]
     """
@@ -321,34 +197,38 @@ def migrate_partition(
     if not hasattr(target, "context"):
         target = open_cached(target)
     container = _tiled.as_container(target)
-    try:
-        present: set[str] | None = present_uids(container, uids)
-    except Exception as err:  # the target is away: each run looks for itself, with retries
-        logger.warning("Could not ask the target which runs it holds (%s); checking run by run", redact(err))
-        present = None
+    writable = _write_target(container, options)
+    present, known = _known(source, container, uids, options)
     started = set(started_here)
     if present is not None and hasattr(source, "prefetch"):
         try:  # read the small runs to write in a few queries instead of a few per run
             source.prefetch([u for u in uids if u not in present])
         except Exception as err:
             logger.info("Reading ahead failed (%s); reading run by run", redact(err))
-    results: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
+
+    def emit(run: RunAttempts, result: Result) -> None:
+        outcome, verification = result
+        results[run.uid] = {"outcome": asdict(outcome), "verification": asdict(verification) if verification else None}
+        if on_result is not None:
+            on_result(results[run.uid])
+
+    pending: list[tuple[RunAttempts, Written]] = []
     try:
         for uid in uids:
-            outcome, verification = migrate_run(
-                source,
-                container,
-                uid,
-                present=None if present is None else uid in present,
-                started_here=uid in started,
-                options=options,
-                on_start=on_start,
-            )
-            result = {"outcome": asdict(outcome), "verification": asdict(verification) if verification else None}
-            if on_result is not None:
-                on_result(result)
-            results.append(result)
+            run = RunAttempts(uid, None if present is None else uid in present, uid in started, known.get(uid))
+            got = step(source, container, writable, run, options, on_start, defer=True)
+            while got is None:
+                got = step(source, container, writable, run, options, on_start, defer=True)
+            if isinstance(got, Written):
+                pending.append((run, got))
+            else:
+                emit(run, finish(run, got))
+            if len(pending) >= VERIFY_BATCH or (pending and uid == uids[-1]):
+                for done in _verify_batch(source, container, writable, pending, options, on_start):
+                    emit(*done)
+                pending = []
     finally:
         if hasattr(source, "drop_prefetched"):
             source.drop_prefetched(uids)
-    return results
+    return [results[uid] for uid in dict.fromkeys(uids) if uid in results]
