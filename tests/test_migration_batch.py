@@ -118,6 +118,7 @@ def test_a_partition_costs_n_table_reads_and_three_searches(served, source, runs
     assert [r.status for r in report.runs] == ["migrated"] * N, report.summary()
     assert report.verification.ok, report.verification.summary()
     assert requests.reads() == Counter({"search": 2, "search-deep": 1, "table/full": N})
+    assert requests.seen.count(("GET", "metadata")) <= N  # only the writer's look at the container, if any
     assert requests.writes() >= 5 * N  # the writer's: run, stream, table, rows, stop (per run)
     # Every run's share: its table read, and the verification's two searches divided among the runs.
     assert sorted(r.requests for r in report.verification.runs) == [1] * (N - 2) + [2, 2]
@@ -232,3 +233,32 @@ def test_searches_page_and_split_without_losing_the_query(served, source, runs, 
     # Every page asks with the query (a next link alone would list the whole container).
     assert len(urls) == 5
     assert all("filter%5Bin%5D%5Bcondition%5D%5Bvalue%5D" in url for url in urls), urls
+
+
+def test_a_server_error_while_verifying_the_batch_is_retried_run_by_run(served, source, runs):
+    import httpx
+
+    from databroker_compat.migration.options import MigrationOptions, RetryPolicy
+
+    target = _target(served)
+    uids = _uids(runs)[:N]
+    failed: list[str] = []
+
+    def refuse_the_first_deep_search(request) -> None:  # the server "went away" for one request
+        if "/search-deep/" in str(request.url) and not failed:
+            failed.append(str(request.url))
+            raise httpx.ConnectError("injected: connection refused", request=request)
+
+    http = target.context.http_client
+    http.event_hooks["request"].append(refuse_the_first_deep_search)
+    try:
+        options = MigrationOptions(retry=RetryPolicy(retries=2, backoff=0.01, backoff_max=0.02))
+        results = migrate_partition(source, target, uids, options=options)
+    finally:
+        http.event_hooks["request"].remove(refuse_the_first_deep_search)
+    assert len(failed) == 1
+    # Each run looked at the target again, found itself complete and verified on its own.
+    assert [r["outcome"]["status"] for r in results] == ["migrated"] * N
+    assert [r["outcome"]["attempts"] for r in results] == [2] * N
+    assert [r["outcome"]["events"] for r in results] == [3] * N
+    assert all(r["verification"]["ok"] for r in results)

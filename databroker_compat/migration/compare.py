@@ -98,7 +98,8 @@ class RunVerification:
         ``"stream/key"`` -> the seq_nums whose frames were compared (sample mode only;
         with ``verify_data="full"`` every event's frame is).
     requests : int
-        HTTP requests the comparison sent to the target (retries not counted).
+        HTTP requests the comparison sent to the target (retries not counted); compared in
+        a batch (:func:`compare_runs`), its own requests and its share of the batch's searches.
     verify_data : str
         ``"sample"`` or ``"full"``.
     missing_frames : dict

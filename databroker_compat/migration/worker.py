@@ -1,20 +1,23 @@
-"""Migrating runs where the work runs: one partition, run by run, with retries.
+"""Migrating runs where the work runs: one partition, its runs decided, written, verified in batches.
 
 :func:`migrate_partition` is the task a job executes, inline, on a thread or on a
-``dask.distributed`` worker. Per run (:func:`migrate_run`) it decides from the target's
-content, not from the driver's memory, what to do (:func:`~.decide.decide`: write,
-skip, rewrite or refuse).
+``dask.distributed`` worker. Per run it decides from the target's content, not from the
+driver's memory, what to do (:func:`~.decide.decide`: write, skip, rewrite or refuse); the
+facts of all of the partition's present runs come from one search and one deep search
+(:func:`~.target.inspect_runs`). The runs it writes are verified together, up to
+:data:`VERIFY_BATCH` at a time (:func:`~.compare.compare_runs`), and each result is passed
+on only once verified. :func:`migrate_run` does the same for one run.
 
 A write that fails with a transient error (:func:`is_transient`: the server answered
 5xx or 429, went away, or a run appeared half-written under us) is retried with
 exponential backoff and jitter: the next attempt starts by looking at the target
 again, so a run the failed attempt left behind is removed first. A run whose
-verification fails is written once more; if it still does not verify, it is a
-``failed`` run whose reason lists the mismatches. Whether a run this job wrote is
-complete is decided by verification, never by row counts alone. A run that keeps
+verification fails is written once more (and verified on its own); if it still does not
+verify, it is a ``failed`` run whose reason lists the mismatches. Whether a run this job
+wrote is complete is decided by verification, never by row counts alone. A run that keeps
 failing is reported; the partition goes on. Because every decision is taken from the target,
 running a partition twice (a dask worker died and its task was run again elsewhere)
-moves nothing twice.
+moves nothing twice. The attempts themselves are :mod:`.attempts`'.
 """
 
 from __future__ import annotations
