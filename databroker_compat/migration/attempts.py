@@ -126,7 +126,11 @@ def _remove_partial(container: Container, uid: str) -> str:
 
 @dataclass
 class Tries:
-    """What the attempts at one run have done so far."""
+    """What the attempts at one run have done so far.
+
+    >>> Tries().status
+    'migrated'
+    """
 
     touched: bool = False  # an attempt deleted or wrote something of this run in the target
     status: str = MIGRATED  # what writing it is called: migrated, or rewritten when it was there before
@@ -135,7 +139,11 @@ class Tries:
 
 @dataclass
 class RunAttempts:
-    """One run's attempts: what is known of it and what they did."""
+    """One run's attempts: what is known of it and what they did.
+
+    >>> RunAttempts("abc", present=False, started_here=False).attempt
+    0
+    """
 
     uid: str
     present: bool | None  # None: ask the target
@@ -148,7 +156,11 @@ class RunAttempts:
 
 @dataclass
 class Written:
-    """A run written (or found complete) whose verification is pending."""
+    """A run written (or found complete) whose verification is pending.
+
+    >>> Written(RunCheck(tally), RunOutcome(uid, "migrated", 3)).found_complete   # doctest: +SKIP
+    False
+    """
 
     check: RunCheck
     outcome: RunOutcome  # what it is once it verifies
@@ -260,7 +272,14 @@ def concluded(
     verification: RunVerification | Exception,
     options: MigrationOptions,
 ) -> Step:
-    """What a pending run's verification (or the error it raised) makes of it."""
+    """What a pending run's verification (or the error it raised) makes of it.
+
+    A result; or None: write it once more (it did not verify) or try again (a transient
+    error, after the backoff).
+
+    >>> concluded(container, run, written, verification, options)   # doctest: +SKIP
+    (RunOutcome(uid=..., status='migrated', ...), RunVerification(uid=..., ok=True, ...))
+    """
     if isinstance(verification, Exception):
         if is_transient(verification):
             return _failed(container, run, verification, options)
@@ -306,7 +325,11 @@ def step(
     *,
     defer: bool,
 ) -> Step:
-    """One attempt; with ``defer``, a written run comes back as :class:`Written`, unverified."""
+    """One attempt; with ``defer``, a written run comes back as :class:`Written`, unverified.
+
+    >>> step(source, container, container, RunAttempts(uid, None, False), options, None, defer=True)  # doctest: +SKIP
+    Written(check=..., outcome=..., found_complete=False)
+    """
     t0 = time.monotonic()
     run.attempt += 1
     try:
@@ -325,6 +348,11 @@ def step(
 
 
 def finish(run: RunAttempts, result: Result) -> Result:
+    """The result, with the attempts made and the seconds spent on the run.
+
+    >>> finish(RunAttempts("abc", False, False), (RunOutcome("abc", "skipped"), None))[0].attempts
+    0
+    """
     outcome, verification = result
     outcome.attempts, outcome.seconds = run.attempt, run.seconds
     return outcome, verification
@@ -338,7 +366,11 @@ def drive(
     options: MigrationOptions,
     on_start: OnStart | None,
 ) -> Result:
-    """Attempts, each verified on its own, until the run has a result."""
+    """Attempts, each verified on its own, until the run has a result.
+
+    >>> drive(source, container, container, RunAttempts(uid, None, False), options, None)[0].status  # doctest: +SKIP
+    'migrated'
+    """
     while True:
         got = step(source, container, writable, run, options, on_start, defer=False)
         if got is not None:

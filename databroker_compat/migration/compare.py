@@ -245,6 +245,11 @@ class RunCheck:
         The stop document the target should hold, if not the one in ``tally``.
     missing_frames : mapping, optional
         As for :func:`compare_run`.
+
+    >>> tally = SourceTally()
+    >>> tally("start", {"uid": "abc", "time": 0.0})
+    >>> RunCheck(tally).uid
+    'abc'
     """
 
     tally: SourceTally
