@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{result['reported']:>9.1f} {result['frames']:>7.1f}")
         print("\ns/run, req/run: the whole job per run (write and verify); x none: ratio to no verification;"
               "\n+ms/run, +req: what verification added; reported: the requests the verification counts"
-              "\nfor itself (the run's lookup not included); frames: frames of array data compared per run.")
+              "\nfor itself (its share of the batch's searches included); frames: frames of array data compared per run.")
     finally:
         if server is not None:
             server.close()
