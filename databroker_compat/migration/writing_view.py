@@ -57,15 +57,16 @@ _decisions_lock = threading.Lock()
 
 
 def _target_key(container: Any) -> str:
-    """The address of a target: its metadata URL (one decision per server process and path)."""
-    return str(getattr(container, "uri", container))
+    """The address of a target server: its API URI (streaming cache and webhooks are the server's)."""
+    context = getattr(container, "context", None)
+    return str(getattr(context, "api_uri", None) or getattr(container, "uri", container))
 
 
 def close_streams(container: Any, option: bool | None = None) -> bool:
     """Whether the writer must close the streams of the nodes it creates in ``container``.
 
     ``option`` True or False is the answer. None asks the server, once per target
-    (container address) per process: closes are skipped only if the server has no
+    server (its API address) per process: closes are skipped only if the server has no
     streaming cache *and* no webhook API; a server that does not tell is closed. The
     decision is logged (INFO) the first time for each target.
 
