@@ -15,15 +15,16 @@ So the writer is given a *view* of the target container (:func:`writing_view`):
   it: one ``GET /metadata/<container>`` per run, for data sources the writer never
   reads of the container);
 - where closes are to be skipped, made with a ``structure_clients`` dispatch
-  (:class:`QuietDispatch`) whose client classes are subclasses of the target's own,
-  with a ``close_stream`` that sends nothing and records the node's address in the
-  dispatch's ``skipped`` list. Nodes created under a container get its
-  ``structure_clients`` (tiled's ``Container.new`` builds them with
+  (:class:`QuietDispatch`) whose client classes are subclasses of the target's
+  structure-family classes, with a ``close_stream`` that sends nothing and records
+  the node's address in the dispatch's ``skipped`` list. Nodes created under a
+  container get its ``structure_clients`` (tiled's ``Container.new`` builds them with
   ``client_for_item(context, self.structure_clients, ...)``), so every node the
-  writer creates is quiet. ``TiledWriter`` has no hook for this; its
-  ``_close_stream_tree`` calls the public ``close_stream()`` of each node it created.
-  ``tests/test_migration_requests.py`` fails loudly when a new writer version stops
-  doing so.
+  writer creates is quiet, and so is the ``.base`` container of each stream it writes
+  into. ``TiledWriter`` has no hook for this; its ``_close_stream_tree`` calls the
+  public ``close_stream()`` of each node it created. ``tests/test_migration_requests.py``
+  fails loudly when a new writer version stops doing so or makes nodes the view does
+  not reach.
 
 Whether closes are skipped is :func:`close_streams`: an explicit option, or asked of
 the server once per target per process. They are sent unless the server says it has
@@ -32,6 +33,14 @@ no webhook API (:func:`databroker_compat._tiled.webhooks` is False); a server th
 cannot be told apart is closed as today. Skipping closes skips ``StreamClosed``
 webhooks too: on a server that mounts the webhook API the closes are always sent,
 unless ``close_streams=False`` (``--no-close-streams``) is given explicitly.
+
+Limits of the question: whether webhooks are *registered* is not asked (one may be
+registered on any ancestor node at any time), only whether the server can dispatch
+them; a server that mounts the webhook API without ``secret_keys`` has no dispatcher
+but cannot be told from one that has, so its closes are sent. A proxy that hides the
+websocket route or answers the webhook route itself makes the answer "cannot tell":
+closes are sent. ``--no-close-streams`` is the way out for such a server when no one
+subscribes to the target's streams or webhooks during the migration.
 """
 
 from __future__ import annotations
