@@ -50,6 +50,7 @@ __all__ = [
     "send_get",
     "streaming_cache",
     "url_path",
+    "webhooks",
     "websocket_url",
 ]
 
@@ -381,3 +382,46 @@ def streaming_cache(node: Any, *, timeout: float = 10.0) -> bool | None:
     except Exception as err:
         logger.debug("Could not tell whether %s streams: %r", url, err)
         return None
+
+
+def webhooks(node: Any, *, timeout: float = 10.0) -> bool | None:
+    """Whether the server of ``node`` may dispatch webhooks (it mounts Tiled's webhook API).
+
+    Tiled mounts ``/api/v1/webhooks`` only when its configuration has a ``webhooks:``
+    section, and only such a server dispatches webhooks (``StreamClosed`` among them,
+    sent when a writer closes a node's stream). One GET of the webhooks registered on
+    ``node`` tells: the route's own "Not Found" (HTTP 404, ``{"detail": "Not Found"}``)
+    means no webhook API; any answer of the route (a list, or a refusal for want of
+    the ``read:webhooks`` scope) means there is one. Whether webhooks are registered
+    now is not asked: one may be registered on any ancestor at any time.
+
+    Returns
+    -------
+    True (webhook API mounted), False (not mounted) or None (it could not be told:
+    no answer, a 5xx, an answer this probe does not know). Callers that would leave
+    something out on False must treat None as True.
+
+    >>> webhooks(client)   # doctest: +SKIP
+    False
+    """
+    uri = str(node.uri)
+    if "/metadata/" in uri:
+        url = uri.replace("/metadata/", "/webhooks/target/", 1)
+    else:  # the root node
+        url = uri.rstrip("/").removesuffix("/metadata") + "/webhooks/target/"
+    try:
+        response = node.context.http_client.get(url, timeout=timeout)
+    except Exception as err:
+        logger.debug("Could not tell whether %s dispatches webhooks: %r", url, err)
+        return None
+    status = response.status_code
+    if status == 404:
+        try:
+            detail = response.json().get("detail")
+        except Exception:
+            detail = None
+        return None if detail is None else detail != "Not Found"
+    if status < 300 or status in (401, 403):
+        return True
+    logger.debug("Could not tell whether %s dispatches webhooks: HTTP %d", url, status)
+    return None

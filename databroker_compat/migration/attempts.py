@@ -223,7 +223,9 @@ def _attempt(
     raw: Any = source.documents(uid, close_open_runs=options.close_open_runs)
     documents = ReadAhead(raw) if options.read_ahead else raw
     try:
-        written = write_run(writable, Tee(documents, tally), batch_size=options.batch_size)
+        written = write_run(
+            writable, Tee(documents, tally), batch_size=options.batch_size, close_streams=options.close_streams
+        )
     finally:
         if isinstance(documents, ReadAhead):
             documents.close()

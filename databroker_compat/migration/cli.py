@@ -52,6 +52,7 @@ CONFIG_KEYS = {
     "root_map",
     "allow_missing_files",
     "verify_data",
+    "close_streams",
     "metadatastore_uri",
     "assets_uri",
     "tiled_uri",
@@ -273,6 +274,7 @@ def run_command(
     root_map: Annotated[Optional[list[str]], _ROOT_MAP] = None,
     allow_missing_files: Annotated[Optional[bool], _ALLOW_MISSING] = None,
     verify_data: Annotated[Optional[str], typer.Option("--verify-data", help=f"How much array data verification reads: {' or '.join(VERIFY_DATA_LEVELS)} [{DEFAULTS.verify_data}].")] = None,
+    close_streams: Annotated[Optional[bool], typer.Option("--close-streams/--no-close-streams", help="Send the writer's stream-close requests [ask the server: skipped only where it has no streaming cache and no webhook API]; --no-close-streams also skips StreamClosed webhooks.")] = None,
     state: Annotated[Optional[Path], typer.Option("--state", help="State file for resuming [databroker-migrate-state.jsonl].")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="JSON report path [databroker-migrate-report.json].")] = None,
     verbose: Annotated[bool, _VERBOSE] = False,
@@ -298,6 +300,7 @@ def run_command(
             root_map=_root_map(root_map, config),
             allow_missing_files=bool(_pick(allow_missing_files, config, "allow_missing_files", DEFAULTS.allow_missing_files)),
             verify_data=str(_pick(verify_data, config, "verify_data", DEFAULTS.verify_data)),
+            close_streams=_pick(close_streams, config, "close_streams", DEFAULTS.close_streams),
         )
     except (ValueError, TypeError) as err:
         _fail(str(err))

@@ -104,6 +104,7 @@ def migrate(
     root_map: RootMap | Iterable[str] | dict[str, str] | None = DEFAULTS.root_map,
     allow_missing_files: bool = DEFAULTS.allow_missing_files,
     verify_data: str = DEFAULTS.verify_data,
+    close_streams: bool | None = DEFAULTS.close_streams,
 ) -> MigrationReport:
     """Migrate legacy MongoDB runs into a Tiled container through TiledWriter.
 
@@ -174,6 +175,10 @@ def migrate(
         ``ok``. By default they make the report not ``ok`` (exit status 1).
     verify_data : str
         How much array data verification reads: ``"sample"`` or ``"full"``.
+    close_streams : bool or None
+        Send the writer's stream-close requests: None (default) asks each target once
+        and skips them on a server with no streaming cache and no webhook API; True or
+        False decides (False also skips ``StreamClosed`` webhooks).
 
     Returns
     -------
@@ -207,6 +212,7 @@ def migrate(
         root_map=root_map if isinstance(root_map, RootMap) else RootMap.parse(root_map),
         allow_missing_files=allow_missing_files,
         verify_data=verify_data,
+        close_streams=close_streams,
     )
     return run_job(
         source,

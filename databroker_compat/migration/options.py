@@ -107,6 +107,12 @@ class MigrationOptions:
     verify_data : str
         How much array data verification reads: ``"sample"`` (first, last and one random
         frame per resource) or ``"full"`` (every frame).
+    close_streams : bool or None
+        Whether the writer sends its stream-close requests (one per node it created):
+        None (the default) asks each target server once and skips them only on a
+        server with no streaming cache and no webhook API; True always sends them;
+        False never does (no ``StreamClosed`` webhooks, no end-of-stream for websocket
+        subscribers). See :mod:`~databroker_compat.migration.writing_view`.
 
     Examples
     --------
@@ -131,6 +137,7 @@ class MigrationOptions:
     root_map: RootMap = field(default_factory=RootMap)
     allow_missing_files: bool = False
     verify_data: str = "sample"
+    close_streams: bool | None = None
 
     def __post_init__(self) -> None:
         _at_least("batch_size", self.batch_size, 1, "a positive number of events")
@@ -151,6 +158,11 @@ class MigrationOptions:
             raise BadArgument(
                 f"verify_data must be one of {', '.join(VERIFY_DATA_LEVELS)}, not {self.verify_data!r}.",
                 option="verify_data", value=self.verify_data,
+            )
+        if self.close_streams is not None and not isinstance(self.close_streams, bool):
+            raise BadArgument(
+                f"close_streams must be True, False or None (ask the server), not {self.close_streams!r}.",
+                option="close_streams", value=self.close_streams,
             )
         if self.timezone is not None:
             zone(self.timezone)  # an unknown zone raises BadTime (a ValueError) now, not mid-job

@@ -68,7 +68,9 @@ OnResult = Callable[[dict[str, Any]], None]
 def _write_target(container: Container, options: MigrationOptions) -> Container:
     """The container that :func:`.writer.write_run` writes into: chosen here, once per partition.
 
-    Reads, decisions, deletes and verification always use ``container`` itself.
+    Reads, decisions, deletes and verification always use ``container`` itself;
+    :func:`.writer.write_run` writes through its :func:`~.writing_view.writing_view`
+    (``options.close_streams``: whether the writer's stream closes are sent).
     """
     return container
 

@@ -23,6 +23,10 @@ The reader (:class:`~.assemble.LegacyDocuments`) hands its :class:`WriterSetting
 as ``writer_settings``; :func:`write_run` builds the writer at the first document, when
 the reader has surveyed the run's files.
 
+The writer writes through a view of the target (:mod:`.writing_view`): made with
+``include_data_sources=True`` (no refresh GET per run) and, on a server that neither
+streams nor dispatches webhooks, with node classes whose stream closes send nothing.
+
 What the target already holds (present, complete, half-written) is read by
 :mod:`.target`.
 """
@@ -38,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import MigrationError
 from .frames import RootMap, resource_directory
 from .legacy import UNKNOWN_EXIT_STATUS
+from .writing_view import writing_view
 
 if TYPE_CHECKING:
     from bluesky_tiled_plugins import TiledWriter
@@ -320,6 +325,7 @@ def write_run(
     *,
     batch_size: int = 10_000,
     spec_to_mimetype: dict[str, str] | None = None,
+    close_streams: bool | None = None,
 ) -> WrittenRun:
     """Write one run's documents (e.g. ``LegacySource.documents(uid)``) into ``client``.
 
@@ -327,6 +333,10 @@ def write_run(
     iterator (or of a wrapper that forwards its attributes) become the run's ``notes``
     metadata and the returned ``notes``; its ``writer_settings`` shape the writer, its
     ``fixes`` and ``missing_frames`` are returned.
+
+    The writer writes through :func:`~.writing_view.writing_view` of ``client``:
+    ``close_streams`` True or False says whether it sends its stream-close requests,
+    None asks the server (once per target per process).
 
     Raises
     ------
@@ -341,6 +351,7 @@ def write_run(
     5
     """
     notes = getattr(documents, "warnings", None)
+    view = writing_view(client, close_streams_option=close_streams)
     writer = None
     uid = None
     events = 0
@@ -350,7 +361,7 @@ def write_run(
             if writer is None:  # the reader has surveyed the run's files by its first document
                 settings = getattr(documents, "writer_settings", None)
                 writer = make_writer(
-                    client, batch_size=batch_size, spec_to_mimetype=spec_to_mimetype, notes=notes, settings=settings
+                    view.container, batch_size=batch_size, spec_to_mimetype=spec_to_mimetype, notes=notes, settings=settings
                 )
             if name == "start":
                 uid = doc["uid"]

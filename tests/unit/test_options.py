@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from databroker_compat import _time
 from databroker_compat.exceptions import BadArgument, BadTime
 from databroker_compat.migration import DEFAULTS, LegacySource, MigrationOptions, RetryPolicy, migrate
-from databroker_compat.migration.cli import app, load_config
+from databroker_compat.migration.cli import CONFIG_KEYS, app, load_config
+from databroker_compat.migration.writing_view import QuietDispatch, close_streams, forget_decisions
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,3 +206,51 @@ def test_cli_accepts_month_strings():
     result = runner.invoke(app, ["run", "--since", "2019-01", "--until", "2020", "--timezone", "America/New_York"])
     # The times are fine: what is missing is the source.
     assert result.exit_code == 2 and "--metadatastore-uri" in result.output
+
+
+# -- close_streams: None (ask the server), True, False; the CLI flag and the job-file key --------------
+
+
+def test_the_default_asks_the_server():
+    assert DEFAULTS.close_streams is None
+    for value in (None, True, False):
+        options = MigrationOptions(close_streams=value)
+        assert pickle.loads(pickle.dumps(options)).close_streams is value
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, "false"])
+def test_only_true_false_or_none(value):
+    with pytest.raises(BadArgument, match="close_streams must be True, False or None") as caught:
+        MigrationOptions(close_streams=value)  # type: ignore[arg-type]
+    assert (caught.value.option, caught.value.value) == ("close_streams", value)
+
+
+def test_an_explicit_answer_asks_no_server():
+    class NoServer:  # any attribute access but .uri would fail: nothing is sent
+        uri = "http://nowhere.invalid/api/v1/metadata/runs"
+
+    forget_decisions()
+    assert close_streams(NoServer(), True) is True
+    assert close_streams(NoServer(), False) is False
+
+
+def test_the_cli_has_the_flag_and_the_job_file_key(tmp_path):
+    assert "close_streams" in CONFIG_KEYS
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "250"})
+    assert "--close-streams" in result.output and "--no-close-streams" in result.output
+    config = tmp_path / "job.yaml"
+    config.write_text("close_streams: sometimes\n")
+    result = runner.invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "close_streams must be True, False or None" in result.output
+
+
+def test_the_quiet_dispatch_serves_structure_families_only():
+    from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
+
+    quiet = QuietDispatch(DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"])
+    assert issubclass(quiet["container"], Container) and quiet["container"] is quiet["container"]
+    assert quiet.get("BlueskyRun") is None and "BlueskyRun" not in list(quiet)
+    composite = quiet["composite"]
+    assert isinstance(composite.__dict__["base"], property)  # the writer writes into .base: quiet too
+    assert "close_stream" in quiet["table"].__dict__ and "close_stream" in quiet["array"].__dict__
