@@ -135,8 +135,9 @@ class StreamDocuments:
     ['descriptor', 'event']
 
     ``rows=(first, stop)`` gives the events of table rows ``first:stop`` only (``stop``
-    ``None``: to the end), with every descriptor and the resources of those events: a
-    live follower (:mod:`databroker_compat.live`) reads what is new in a run being written.
+    ``None``: to the end; ``stop <= first``: none, and the table is not read), with every
+    descriptor and the resources of those events: a live follower
+    (:mod:`databroker_compat.live`) reads what is new in a run being written.
     """
 
     def __init__(
@@ -209,7 +210,9 @@ class StreamDocuments:
             return
         times = [d["time"] for d in descriptors]
         parts = self.run.stream_children(self.name)
-        table = self._read_table(parts)
+        first_row, stop_row = self.rows
+        # No rows wanted: the table is not read at all (a live feed before the stop).
+        table = None if stop_row is not None and stop_row <= first_row else self._read_table(parts)
         # Events hold their keys in the order the RunEngine put them in, which the
         # table's columns keep (the descriptor's data_keys may differ, or be reordered).
         stored = (parts[INTERNAL_TABLE]["attributes"]["structure"].get("columns") or []) if INTERNAL_TABLE in parts else []
@@ -232,7 +235,6 @@ class StreamDocuments:
             else:
                 missing.append(key)
         n_rows = 0 if table is None else table.num_rows
-        first_row, stop_row = self.rows
         stop_row = n_rows if stop_row is None else min(stop_row, n_rows)
         if missing and stop_row > first_row:
             logger.warning(

@@ -61,6 +61,10 @@ class RunFeed:
         Only these streams' descriptors and events (start and stop always come).
     settle : float
         Seconds new documents are held for before a second read (see the module notes).
+    tables_before_stop : bool
+        Read the events tables before the stop is in. False: descriptors as they come,
+        events at the stop (see :data:`databroker_compat.live.watch.Watcher` for why
+        polling does so).
 
     Examples
     --------
@@ -69,8 +73,11 @@ class RunFeed:
     ['start', 'descriptor']
     """
 
-    def __init__(self, container: Container, uid: str, *, stream_names: Any, settle: float) -> None:
+    def __init__(
+        self, container: Container, uid: str, *, stream_names: Any, settle: float, tables_before_stop: bool = True
+    ) -> None:
         self.container = container
+        self.tables_before_stop = tables_before_stop
         self.uid = uid
         self.settle = settle
         self._streams: Collection[str] | None = None if is_all(stream_names) else set(stream_names)
@@ -110,8 +117,14 @@ class RunFeed:
         for name in run.stream_names:
             if not self._wanted(name) or name not in items:
                 continue
-            stop = None if complete else self._frames_on_server(run, name)
-            rows = (self._rows.get(name, 0), stop)
+            first = self._rows.get(name, 0)
+            if complete:
+                stop = None
+            elif not self.tables_before_stop:
+                stop = first  # nothing from the table, which is not read
+            else:
+                stop = self._frames_on_server(run, name)
+            rows = (first, stop)
             streams.append(
                 StreamDocuments(run, name, items[name], fields=None, fill=False, page_size=PAGE_SIZE, rows=rows)
             )

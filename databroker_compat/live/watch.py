@@ -112,6 +112,8 @@ class Watcher:
         self._wake = threading.Condition()
         self._check: set[str] = set()  # runs to look up at once (websocket updates)
         self._dirty: set[str] = set()  # fed runs to re-read at once
+        self._content: dict[str, float] = {}  # fed run -> when a websocket update last said it changed
+        self._read_at: dict[str, float] = {}  # fed run -> when it was last read
         self._full = True  # a full check is due
         self._ignored: set[str] = set()  # complete when the watcher started, or given up
         self._runs: dict[str, _Tracked] = {}
@@ -130,8 +132,8 @@ class Watcher:
                 self._full = True
             elif not relative:  # the catalog: a run created, or its metadata (the stop) updated
                 self._check.add(str(update.key))
-            else:
-                self._dirty.add(relative[0])
+            else:  # a run's stream, table or array: read it once the writer is quiet
+                self._content[relative[0]] = time.monotonic()
             self._wake.notify_all()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -180,9 +182,17 @@ class Watcher:
             self._give_up_older(tracked)
             self.on_match(header)
             if self.feeds:
-                tracked.feed = RunFeed(self.container, uid, stream_names=self.stream_names, settle=self.settle)
+                tracked.feed = RunFeed(
+                    self.container,
+                    uid,
+                    stream_names=self.stream_names,
+                    settle=self.settle,
+                    tables_before_stop=self.mode == "websocket",
+                )
                 if self._nodes is not None:
                     self._nodes.watch([*self._root, uid], "container", children=True)
+                    with self._wake:  # what the writer did before the subscription: read when quiet
+                        self._content[uid] = time.monotonic()
                 with self._wake:
                     self._dirty.add(uid)
         if header.run.stop and not tracked.complete:
@@ -196,12 +206,20 @@ class Watcher:
 
     def _forget(self, uid: str) -> None:
         self._runs.pop(uid, None)
+        with self._wake:
+            self._content.pop(uid, None)
+        self._read_at.pop(uid, None)
         self._ignored.add(uid)
 
     def _give_up_older(self, newer: _Tracked) -> None:
         """Open runs that started before ``newer``: interrupted (a RunEngine writes one run at a time)."""
         for tracked in list(self._runs.values()):
             if tracked is newer or tracked.complete or tracked.start_time >= newer.start_time:
+                continue
+            # What we know of it may be older than the news of ``newer``: ask again.
+            for header in self.results(uid=tracked.uid):
+                self._see(header)
+            if tracked.complete:
                 continue
             logger.warning(
                 "Run %s has no stop document and run %s started after it: it was probably interrupted "
@@ -257,14 +275,30 @@ class Watcher:
             self._lost_since = None
 
     def _read_feeds(self, full: bool, dirty: set[str]) -> None:
+        """Read the feeds that have something new, when reading is safe.
+
+        Reading a table while TiledWriter appends to it can hang or crash a tiled 0.2.20
+        server with DuckDB storage (measured; docs/live.md). So a run's tables are read
+        only when the writer is quiet: with websockets, :data:`SETTLE` seconds after
+        the last update of the run (an update comes just before each write), or at
+        once when its stop is in (the writer has written every table then); when
+        polling, where quiet cannot be told, only once the stop is in (the feeds are
+        made with ``tables_before_stop=False``).
+        """
         now = time.monotonic()
         for uid, tracked in list(self._runs.items()):
             feed = tracked.feed
             if feed is None:
                 continue
             due = feed.recheck_at is not None and now >= feed.recheck_at
-            if not (full or uid in dirty or due or self.mode == "poll"):
+            with self._wake:
+                changed = self._content.get(uid, float("-inf"))
+            news = changed > self._read_at.get(uid, float("-inf"))
+            if not (full or uid in dirty or due or news or self.mode == "poll"):
                 continue
+            if self.mode == "websocket" and not tracked.complete and now - changed < self.settle:
+                continue  # the writer may be writing: wait() wakes when it has been quiet
+            self._read_at[uid] = now
             try:
                 documents = feed.read(now)
             except KeyError:  # not visible (yet, or any more) through this search
@@ -279,6 +313,12 @@ class Watcher:
         """Sleep until something is to be checked, the next full check, or ``until`` (monotonic)."""
         deadlines = [self._next_full]
         deadlines += [t.feed.recheck_at for t in self._runs.values() if t.feed is not None and t.feed.recheck_at]
+        with self._wake:
+            deadlines += [
+                changed + self.settle
+                for uid, changed in self._content.items()
+                if uid in self._runs and changed > self._read_at.get(uid, float("-inf"))
+            ]
         if until is not None:
             deadlines.append(until)
         if self.mode == "poll":
