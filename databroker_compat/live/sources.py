@@ -122,7 +122,8 @@ class NodeWatch:
 
         def created(update: Any) -> None:
             if children:
-                self.watch([*path, update.key], str(update.structure_family), children=True)
+                family = update.structure_family  # tiled's StructureFamily (a str enum)
+                self.watch([*path, update.key], str(getattr(family, "value", family)), children=True)
             self.on_update(path, update)
 
         keep_alive: list[Callable] = [updated, created]  # tiled holds callbacks by weak reference
