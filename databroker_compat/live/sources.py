@@ -111,6 +111,7 @@ class NodeWatch:
             target=self._run, args=(list(path), family, children, keep), daemon=True, name=f"live-{'/'.join(path)}"
         )
         with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]  # those of finished runs end
             self._threads.append(thread)
         thread.start()
 
@@ -160,6 +161,8 @@ class NodeWatch:
                 )
             del callbacks
             if not keep:
+                with self._lock:
+                    self._subscriptions.pop(tuple(path), None)
                 return
             self._closed.wait(RECONNECT_DELAY)
 

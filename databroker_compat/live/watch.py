@@ -189,7 +189,7 @@ class Watcher:
                     settle=self.settle,
                     tables_before_stop=self.mode == "websocket",
                 )
-                if self._nodes is not None:
+                if self._nodes is not None and not header.run.stop:  # a finished run's nodes are closed
                     self._nodes.watch([*self._root, uid], "container", children=True)
                     with self._wake:  # what the writer did before the subscription: read when quiet
                         self._content[uid] = time.monotonic()
