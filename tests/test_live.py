@@ -348,3 +348,33 @@ def test_a_server_restart_mid_run_loses_and_repeats_nothing(persistent_redis_til
     assert list(got) == [first.uid, second.uid]
     for run in writer.runs:
         assert_round_trip(got[run.uid], run)
+
+
+def test_stream_names_and_a_failing_callback(simple_served, caplog):
+    """Only the streams asked for, as ``documents(stream_name=...)``; a callback that raises keeps being fed."""
+    import bluesky.plans as bp
+    import bluesky.preprocessors as bpp
+    from ophyd.sim import det1, motor
+
+    node = new_container(simple_served.client, "streams")
+    db = Broker(node)
+    db.prepare_hook = lambda name, doc: doc  # plain dicts, as v1 allowed
+    primary = Received()
+    failing_calls = []
+
+    def failing(name, doc):
+        failing_calls.append(name)
+        raise RuntimeError("a broken callback")
+
+    writer = Writer(node)
+    with caplog.at_level(logging.ERROR, logger="databroker_compat.live"):
+        with db.subscribe(primary, stream_names=["primary"], mode="websocket"), db.subscribe(failing, mode="poll"):
+            writer.start(bpp.baseline_wrapper(bp.scan([det1], motor, 0, 1, 3), [motor]))
+            writer.join()
+            wait_until(lambda: primary.stops() == 1 and failing_calls.count("stop") == 1, "both stops")
+    (run,) = writer.runs
+    expected = [(n, dict(d)) for n, d in db[run.uid].documents(stream_name="primary")]
+    assert primary.docs == expected
+    assert {d["name"] for n, d in primary.docs if n == "descriptor"} == {"primary"}
+    assert len(failing_calls) == len(list(db[run.uid].documents()))
+    assert any("raised on a 'start' document" in r.getMessage() for r in caplog.records)
