@@ -378,3 +378,31 @@ def test_stream_names_and_a_failing_callback(simple_served, caplog):
     assert {d["name"] for n, d in primary.docs if n == "descriptor"} == {"primary"}
     assert len(failing_calls) == len(list(db[run.uid].documents()))
     assert any("raised on a 'start' document" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("mode", ["poll", "websocket"])
+def test_a_later_streams_descriptor_waits_for_its_place(simple_served, mode):
+    """Baseline, then primary: while the run waits, only the first stream's descriptor is delivered.
+
+    ``documents()`` puts the baseline's first event (sent by the writer only at the stop)
+    before the primary descriptor; delivering that descriptor early would break the order.
+    """
+    import bluesky.preprocessors as bpp
+    from ophyd.sim import motor
+
+    node = new_container(simple_served.client, f"order-{mode}")
+    db = Broker(node)
+    gate = threading.Event()
+    received = Received()
+    writer = Writer(node)
+    with db.subscribe(received, mode=mode, poll_interval=0.2):
+        writer.start(bpp.baseline_wrapper(gated(gate), [motor]))
+        wait_until(lambda: "primary" in (node.values().first() if len(node) else {}), "the primary stream")
+        wait_until(lambda: [n for n, _ in received.docs] == ["start", "descriptor"], "start and a descriptor")
+        time.sleep(1.0)  # several polls: the primary descriptor must still be held
+        assert [d["name"] for n, d in received.docs if n == "descriptor"] == ["baseline"]
+        gate.set()
+        writer.join()
+        wait_until(lambda: received.stops() == 1, "the stop")
+    (run,) = writer.runs
+    assert_round_trip(received.runs()[run.uid], run)

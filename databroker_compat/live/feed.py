@@ -20,6 +20,9 @@ gives for the finished run:
   ``documents()`` merges them, and the stop delivers everything at once.
 - *frames first*: an event whose external frames the server does not hold yet is held
   until it does (or until the stop), so that its resource and datum come before it.
+- *descriptors in place*: the descriptor of a stream that has no event yet is delivered
+  at once only if no other stream began before it (the first stream's is); otherwise
+  with its stream's first event, or at the stop, where ``documents()`` puts it.
 
 Across streams, events delivered in an earlier batch come before those of a later one,
 even where ``documents()`` would interleave them by time (a ``baseline`` event sent
@@ -129,7 +132,7 @@ class RunFeed:
                 StreamDocuments(run, name, items[name], fields=None, fill=False, page_size=PAGE_SIZE, rows=rows)
             )
         stream_of = {d["uid"]: d["name"] for d in run.descriptors}
-        new: list[tuple[str, dict]] = []
+        found: list[tuple[str, dict]] = []
         events: dict[str, int] = {}
         seen: set[tuple[str, str]] = set()
         for name, doc in merge_streams(streams):
@@ -141,7 +144,23 @@ class RunFeed:
             elif name == "event":
                 stream = stream_of[doc["descriptor"]]
                 events[stream] = events.get(stream, 0) + 1
-            new.append((name, doc))
+            found.append((name, doc))
+        if complete:
+            return found, events
+        # A descriptor of a stream with no event yet waits for its first event (or the
+        # stop) if another stream began before it: that stream's unsent batch may hold
+        # events older than the descriptor, which documents() puts before it.
+        began = {s.name: s.descriptors[0]["time"] for s in streams if s.descriptors}
+        new = [
+            (name, doc)
+            for name, doc in found
+            if not (
+                name == "descriptor"
+                and not events.get(doc["name"])
+                and not self._rows.get(doc["name"])
+                and any(t < doc["time"] for other, t in began.items() if other != doc["name"])
+            )
+        ]
         return new, events
 
     def _hold(self, now: float, count: int) -> bool:

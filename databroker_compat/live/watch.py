@@ -115,6 +115,7 @@ class Watcher:
         self._content: dict[str, float] = {}  # fed run -> when a websocket update last said it changed
         self._read_at: dict[str, float] = {}  # fed run -> when it was last read
         self._full = True  # a full check is due
+        self._resync = False  # a websocket subscription started again: re-read every feed
         self._ignored: set[str] = set()  # complete when the watcher started, or given up
         self._runs: dict[str, _Tracked] = {}
         self._newest = 0.0
@@ -129,7 +130,7 @@ class Watcher:
         relative = path[len(self._root) :]
         with self._wake:
             if update is None:
-                self._full = True
+                self._full = self._resync = True
             elif not relative:  # the catalog: a run created, or its metadata (the stop) updated
                 self._check.add(str(update.key))
             else:  # a run's stream, table or array: read it once the writer is quiet
@@ -238,8 +239,9 @@ class Watcher:
         now = time.monotonic()
         with self._wake:
             full = self._full or now >= self._next_full
+            resync = self._resync or self.mode == "poll"
             check, dirty = self._check, self._dirty
-            self._check, self._dirty, self._full = set(), set(), False
+            self._check, self._dirty, self._full, self._resync = set(), set(), False, False
         try:
             if full:
                 self._next_full = now + self.interval
@@ -252,14 +254,14 @@ class Watcher:
             for uid in check - self._ignored:
                 for header in self.results(uid=uid):
                     self._see(header)
-            self._read_feeds(full, dirty)
+            self._read_feeds(full and resync, dirty)
         except Exception as err:
             if not (_tiled.is_transient(err) or isinstance(err, (ConnectionError, OSError))):
                 raise
             with self._wake:
                 self._check |= check
                 self._dirty |= dirty
-                self._full = True
+                self._full = self._resync = True
             self._next_full = now + self.interval
             if self._lost_since is None:
                 self._lost_since = now
@@ -275,7 +277,11 @@ class Watcher:
             self._lost_since = None
 
     def _read_feeds(self, full: bool, dirty: set[str]) -> None:
-        """Read the feeds that have something new, when reading is safe.
+        """Read the feeds that have something new (``full``: every feed), when reading is safe.
+
+        With websockets, a feed is read when an update says its run changed; a timed full
+        check finds new runs and stops (its search lists them), and re-reads every feed
+        only after a subscription was started again or the server did not answer.
 
         Reading a table while TiledWriter appends to it can hang or crash a tiled 0.2.20
         server with DuckDB storage (measured; docs/live.md). So a run's tables are read
