@@ -1,7 +1,8 @@
 """``Broker``: the databroker v1 entry point, over a Tiled container of Bluesky runs.
 
 Lookups and reading are here; the search methods come from ``results.Searching``, v0's
-``fill_event``/``fill_events``/``get_resource_uids`` from ``v0.V0Methods``, ``db.v2`` from ``v2``.
+``fill_event``/``fill_events``/``get_resource_uids`` from ``v0.V0Methods``, ``db.v2`` from ``v2``,
+``follow``/``subscribe`` from ``live.methods.LiveMethods``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .embedded import start as start_embedded
 from .handlers import HandlerRegistry, warn_handlers_unused
 from .header import Header, Headers, as_headers
 from .layout import ALL
+from .live.methods import LiveMethods
 from .lookup import CATALOG, runs_for_key
 from .model import Document
 from .results import SavedSearches, Searching, headers_of
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ALL", "Broker", "temp"]
 
-class Broker(Searching, V0Methods):
+class Broker(Searching, V0Methods, LiveMethods):
     """The databroker v1 API over a Tiled container whose children are Bluesky runs.
 
     Parameters

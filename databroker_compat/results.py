@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tiled.client.container import Container
 
     from .header import Header
+    from .live import Follower, LiveSubscription
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +342,29 @@ class Results:
 
     def __repr__(self) -> str:
         return f"<Results of {len(self._nodes)} condition(s) over {self._db!r}>"
+
+    # -- live runs (see live/) ----------------------------------------------
+    def follow(self, **kwargs: Any) -> Follower:
+        """Headers of runs matching these results that appear from now on (``Broker.follow``'s arguments).
+
+        A condition on the stop document (``exit_status="success"``) is met once the
+        stop is in; a run is yielded the first time it matches.
+
+        >>> for h in db(plan_name="scan").follow(timeout=600):   # doctest: +SKIP
+        ...     print(h.start["scan_id"])
+        """
+        from .live import follow
+
+        return follow(self._db, self, **kwargs)  # type: ignore[arg-type]  # the db of Results is a Broker
+
+    def subscribe(self, callback: Callable[[str, Any], Any], **kwargs: Any) -> LiveSubscription:
+        """Feed ``callback`` the documents of each new run matching these results (``Broker.subscribe``).
+
+        >>> sub = db(plan_name="scan").subscribe(print)   # doctest: +SKIP
+        """
+        from .live import subscribe
+
+        return subscribe(self._db, self, callback, **kwargs)  # type: ignore[arg-type]
 
 
 def _start_time(run: BaseClient) -> float:

@@ -247,3 +247,71 @@ def in_process_server(directory: Path, readable: list, api_key: str):
             where = Path(directory) / f"retry-{attempt}"
         except RuntimeError as err:  # its thread died: trying again would not help
             raise RuntimeError(f"{err}; last lines of {where / 'error.log'}:\n{log_tail(where / 'error.log')}") from err
+
+
+# -- servers with a streaming cache (websocket updates; tests/test_live.py) -----------------
+REDIS_URI = os.environ.get("DATABROKER_COMPAT_REDIS_URI", "redis://127.0.0.1:6379")
+
+
+def redis_available() -> str | None:
+    """None if Redis answers ``redis-cli ping`` at :data:`REDIS_URI`, else the reason it does not."""
+    if shutil.which("redis-cli") is None:
+        return "redis-cli is not installed"
+    try:
+        result = subprocess.run(["redis-cli", "-u", REDIS_URI, "ping"], capture_output=True, text=True, timeout=10)
+    except (subprocess.TimeoutExpired, OSError) as err:
+        return f"redis-cli failed: {err!r}"
+    if result.returncode != 0 or result.stdout.strip() != "PONG":
+        return f"Redis at {REDIS_URI} did not answer: {(result.stdout + result.stderr).strip()}"
+    return None
+
+
+class StreamingTiledProcess(TiledProcess):
+    """A ``tiled serve`` subprocess with a Redis streaming cache.
+
+    ``persistent=False``: ``tiled serve catalog --temp --cache redis://...`` (tiled 0.2.20
+    takes ``--cache redis://`` only with ``--temp``; the catalog is lost when it stops).
+    ``persistent=True``: ``tiled serve config`` with a ``streaming_cache:`` section over a
+    SQLite catalog in ``directory``, which survives a restart (``close()``, ``start()``:
+    the same port).
+    """
+
+    def __init__(self, directory: Path, readable: list[str], *, persistent: bool):
+        self.persistent = persistent
+        # Its own Redis database number: node ids of two catalogs must not meet in one keyspace.
+        self.cache_uri = f"{REDIS_URI.rstrip('/')}/{12 if persistent else 11}"
+        self.config_path = directory / "config.yml"
+        if persistent:
+            (directory / "data").mkdir(parents=True, exist_ok=True)
+            readable_yaml = "".join(f"\n        - {r}" for r in readable) or " []"
+            self.config_path.write_text(
+                "trees:\n"
+                "  - path: /\n"
+                "    tree: catalog\n"
+                "    args:\n"
+                f"      uri: sqlite:///{directory / 'catalog.db'}\n"
+                "      writable_storage:\n"
+                f"        - duckdb:///{directory / 'storage.db'}\n"
+                f"        - {directory / 'data'}\n"
+                f"      readable_storage:{readable_yaml}\n"
+                "      init_if_not_exists: true\n"
+                "streaming_cache:\n"
+                f"  uri: {self.cache_uri}\n"
+            )
+        super().__init__("", [], readable, directory)
+
+    def command(self) -> list[str]:
+        tiled = shutil.which("tiled") or str(Path(sys.executable).with_name("tiled"))
+        if self.persistent:
+            cmd = [tiled, "serve", "config", str(self.config_path)]
+        else:
+            cmd = [tiled, "serve", "catalog", "--temp", "--cache", self.cache_uri]
+            for r in self.readable:
+                cmd += ["-r", r]
+        return cmd + ["--api-key", self.api_key, "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def kill(self) -> None:
+        """Stop the server abruptly (SIGKILL), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)

@@ -33,6 +33,7 @@ __all__ = [
     "descriptors_from_stream",
     "event_uid_for",
     "is_external",
+    "merge_streams",
     "resource_uid_for",
     "resolve_fields",
     "run_documents",
@@ -148,8 +149,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _merged(streams: list[StreamDocuments]) -> Iterator[tuple[str, dict]]:
-    """Documents of several streams interleaved by time (ties keep stream order)."""
+def merge_streams(streams: Sequence[StreamDocuments]) -> Iterator[tuple[str, dict]]:
+    """Documents of several streams interleaved by time (ties keep stream order).
+
+    >>> list(merge_streams([]))
+    []
+    """
 
     def keyed(index: int, stream: StreamDocuments) -> Iterator[tuple[float, int, int, str, dict]]:
         for counter, (t, name, doc) in enumerate(stream.documents()):
@@ -267,7 +272,7 @@ def run_documents(
 
     def generate() -> Iterator[tuple[str, dict]]:
         yield "start", to_plain(run.start)
-        body = _merged(streams)
+        body = merge_streams(streams)
         yield from (_paged(body, page_size) if event_pages else body)
         if run.stop:
             yield "stop", to_plain(run.stop)

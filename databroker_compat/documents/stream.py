@@ -133,12 +133,26 @@ class StreamDocuments:
     >>> docs = StreamDocuments(h.run, "primary", item, fields=None, fill=False, page_size=1000)  # doctest: +SKIP
     >>> [name for _, name, _ in docs.documents()][:2]                                           # doctest: +SKIP
     ['descriptor', 'event']
+
+    ``rows=(first, stop)`` gives the events of table rows ``first:stop`` only (``stop``
+    ``None``: to the end; ``stop <= first``: none, and the table is not read), with every
+    descriptor and the resources of those events: a live follower
+    (:mod:`databroker_compat.live`) reads what is new in a run being written.
     """
 
     def __init__(
-        self, run: Run, stream_name: str, item: dict, *, fields: set[str] | None, fill: bool, page_size: int
+        self,
+        run: Run,
+        stream_name: str,
+        item: dict,
+        *,
+        fields: set[str] | None,
+        fill: bool,
+        page_size: int,
+        rows: tuple[int, int | None] = (0, None),
     ) -> None:
         self.run = run
+        self.rows = rows
         self.name = stream_name
         self.item = item
         self.fill = fill
@@ -196,7 +210,9 @@ class StreamDocuments:
             return
         times = [d["time"] for d in descriptors]
         parts = self.run.stream_children(self.name)
-        table = self._read_table(parts)
+        first_row, stop_row = self.rows
+        # No rows wanted: the table is not read at all (a live feed before the stop).
+        table = None if stop_row is not None and stop_row <= first_row else self._read_table(parts)
         # Events hold their keys in the order the RunEngine put them in, which the
         # table's columns keep (the descriptor's data_keys may differ, or be reordered).
         stored = (parts[INTERNAL_TABLE]["attributes"]["structure"].get("columns") or []) if INTERNAL_TABLE in parts else []
@@ -219,7 +235,8 @@ class StreamDocuments:
             else:
                 missing.append(key)
         n_rows = 0 if table is None else table.num_rows
-        if missing and n_rows:
+        stop_row = n_rows if stop_row is None else min(stop_row, n_rows)
+        if missing and stop_row > first_row:
             logger.warning(
                 "Stream %r of run %s holds no data for %s; its events come without them.",
                 self.name, self.run.uid, missing,
@@ -239,9 +256,9 @@ class StreamDocuments:
         resources_sent: set[str] = set()
         array_items = [*arrays.values(), *(ext.item for ext in externals.values())] if self.fill else list(arrays.values())
         page_size = self._rows_per_page(array_items) if array_items else self.page_size
-        for start in range(0, n_rows, page_size):
+        for start in range(first_row, stop_row, page_size):
             assert table is not None  # n_rows > 0
-            page = table.slice(start, page_size)
+            page = table.slice(start, min(page_size, stop_row - start))
             rows = page.num_rows
             seq_nums = page.column("seq_num").to_pylist()
             row_times = page.column("time").to_pylist()
