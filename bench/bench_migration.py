@@ -295,8 +295,8 @@ class Bench:
         return self.seed
 
 
-def side_by_side(label: str, runs: int, events: int, n: Side, o: Side) -> None:
-    """The naive line, our line, the ratios: runs/s, events/s, requests/run, server CPU s/run."""
+def side_by_side(label: str, runs: int, events: int, n: Side, o: Side, threads: Side | None = None) -> None:
+    """The naive line, our line(s), the ratios: runs/s, events/s, requests/run, server CPU s/run."""
     def line(name: str, s: Side) -> str:
         requests = f", {s.requests / runs:5.1f} requests/run" if s.requests is not None else ""
         per_request = f" ({1000 * s.cpu / s.requests:.1f} ms/request)" if s.requests else ""
@@ -312,17 +312,31 @@ def side_by_side(label: str, runs: int, events: int, n: Side, o: Side) -> None:
     if n.cpu > 0:
         ratio += f", server CPU {o.cpu / n.cpu:.2f}x"
     print(ratio, flush=True)
+    if threads is not None:
+        print(line("ours2", threads), flush=True)
+        print(f"    ratio {n.seconds / threads.seconds:.2f}x the naive loop's runs/s (ours2: workers=2, partitions on 2 threads "
+              "of this process, one server process)", flush=True)
 
 
-def case_pair(b: Bench, label: str, runs: int, events: int) -> None:
-    """Naive then ours, inline, one server process, on two identical sets of synthetic runs."""
+def case_pair(b: Bench, label: str, runs: int, events: int, *, threads: bool = False) -> None:
+    """Naive then ours, inline, one server process, on identical sets of synthetic runs.
+
+    With ``threads``, ours once more with ``workers=2``: the in-memory source makes the
+    job run its partitions on two threads of this process (no dask), against the same
+    single server process.
+    """
     seed = b.next_seed()
     _, src_n, uids_n = build_source(b.template, runs, events, 1.0e9 + seed * 1e5, seed=seed)
     _, src_o, uids_o = build_source(b.template, runs, events, 1.0e9 + seed * 1e5, seed=seed)  # the same runs
     c_n, c_o = b.target.container("naive"), b.target.container("ours")
     n = measure(b.target, c_n, partial(naive, src_n, uids_n, c_n))
     o = measure(b.target, c_o, partial(ours, src_o, uids_o, c_o, b.tmp / f"{label[:3]}{seed}.jsonl"))
-    side_by_side(label, runs, events, n, o)
+    t = None
+    if threads:
+        _, src_t, uids_t = build_source(b.template, runs, events, 1.0e9 + seed * 1e5, seed=seed)
+        c_t = b.target.container("ours2")
+        t = measure(b.target, c_t, partial(ours, src_t, uids_t, c_t, b.tmp / f"{label[:3]}{seed}t.jsonl", workers=2))
+    side_by_side(label, runs, events, n, o, t)
 
 
 def case_images(b: Bench, runs: int) -> None:
@@ -420,7 +434,7 @@ def main() -> None:
             # Warm both sides (imports, the server's caches, the target's close decision) outside the figures.
             case_pair(b, "(warm-up)", 3, args.small_events)
             print("-- requests and server CPU per run, inline, one server process")
-            case_pair(b, "(r) small scalar runs", args.small_runs, args.small_events)
+            case_pair(b, "(r) small scalar runs", args.small_runs, args.small_events, threads=True)
             case_images(b, args.image_runs)
             case_pair(b, "(r)(e) large run", 1, args.mid_events)
             if not args.skip_big:
