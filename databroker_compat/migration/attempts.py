@@ -189,7 +189,6 @@ def _decide(source: LegacySource, container: Container, run: RunAttempts, option
 def _attempt(
     source: LegacySource,
     container: Container,
-    writable: Container,
     run: RunAttempts,
     options: MigrationOptions,
     on_start: OnStart | None,
@@ -224,7 +223,7 @@ def _attempt(
     documents = ReadAhead(raw) if options.read_ahead else raw
     try:
         written = write_run(
-            writable, Tee(documents, tally), batch_size=options.batch_size, close_streams=options.close_streams
+            container, Tee(documents, tally), batch_size=options.batch_size, close_streams=options.close_streams
         )
     finally:
         if isinstance(documents, ReadAhead):
@@ -320,7 +319,6 @@ def _failed(container: Container, run: RunAttempts, err: Exception, options: Mig
 def step(
     source: LegacySource,
     container: Container,
-    writable: Container,
     run: RunAttempts,
     options: MigrationOptions,
     on_start: OnStart | None,
@@ -329,13 +327,13 @@ def step(
 ) -> Step:
     """One attempt; with ``defer``, a written run comes back as :class:`Written`, unverified.
 
-    >>> step(source, container, container, RunAttempts(uid, None, False), options, None, defer=True)  # doctest: +SKIP
+    >>> step(source, container, RunAttempts(uid, None, False), options, None, defer=True)  # doctest: +SKIP
     Written(check=..., outcome=..., found_complete=False)
     """
     t0 = time.monotonic()
     run.attempt += 1
     try:
-        got = _attempt(source, container, writable, run, options, on_start)
+        got = _attempt(source, container, run, options, on_start)
         if isinstance(got, Written) and not defer:
             try:
                 verification: RunVerification | Exception = _verify_alone(container, got, options)
@@ -363,18 +361,17 @@ def finish(run: RunAttempts, result: Result) -> Result:
 def drive(
     source: LegacySource,
     container: Container,
-    writable: Container,
     run: RunAttempts,
     options: MigrationOptions,
     on_start: OnStart | None,
 ) -> Result:
     """Attempts, each verified on its own, until the run has a result.
 
-    >>> drive(source, container, container, RunAttempts(uid, None, False), options, None)[0].status  # doctest: +SKIP
+    >>> drive(source, container, RunAttempts(uid, None, False), options, None)[0].status  # doctest: +SKIP
     'migrated'
     """
     while True:
-        got = step(source, container, writable, run, options, on_start, defer=False)
+        got = step(source, container, run, options, on_start, defer=False)
         if got is not None:
             assert not isinstance(got, Written)
             return finish(run, got)

@@ -65,17 +65,6 @@ VERIFY_BATCH = 50
 OnResult = Callable[[dict[str, Any]], None]
 
 
-def _write_target(container: Container, options: MigrationOptions) -> Container:
-    """The container that :func:`.writer.write_run` writes into: chosen here, once per partition.
-
-    Reads, decisions, deletes and verification always use ``container`` itself;
-    :func:`.writer.write_run` writes through its :func:`~.writing_view.writing_view`
-    (``options.close_streams``: whether the writer's stream closes are sent).
-    """
-    return container
-
-
-
 def migrate_run(
     source: LegacySource,
     container: Container,
@@ -117,7 +106,7 @@ def migrate_run(
     'migrated'
     """
     run = RunAttempts(uid, present, started_here)
-    return drive(source, container, _write_target(container, options), run, options, on_start)
+    return drive(source, container, run, options, on_start)
 
 
 def _known(source: Any, container: Container, uids: list[str], options: MigrationOptions) -> tuple[
@@ -145,7 +134,6 @@ def _known(source: Any, container: Container, uids: list[str], options: Migratio
 def _verify_batch(
     source: LegacySource,
     container: Container,
-    writable: Container,
     pending: list[tuple[RunAttempts, Written]],
     options: MigrationOptions,
     on_start: OnStart | None,
@@ -162,7 +150,7 @@ def _verify_batch(
         run.seconds += share
         got = concluded(container, run, written, compared[run.uid], options)
         if got is None:
-            done.append((run, drive(source, container, writable, run, options, on_start)))
+            done.append((run, drive(source, container, run, options, on_start)))
         else:
             assert not isinstance(got, Written)
             done.append((run, finish(run, got)))
@@ -202,7 +190,6 @@ def migrate_partition(
     if not hasattr(target, "context"):
         target = open_cached(target)
     container = _tiled.as_container(target)
-    writable = _write_target(container, options)
     present, known = _known(source, container, uids, options)
     started = set(started_here)
     if present is not None and hasattr(source, "prefetch"):
@@ -222,15 +209,15 @@ def migrate_partition(
     try:
         for uid in uids:
             run = RunAttempts(uid, None if present is None else uid in present, uid in started, known.get(uid))
-            got = step(source, container, writable, run, options, on_start, defer=True)
+            got = step(source, container, run, options, on_start, defer=True)
             while got is None:
-                got = step(source, container, writable, run, options, on_start, defer=True)
+                got = step(source, container, run, options, on_start, defer=True)
             if isinstance(got, Written):
                 pending.append((run, got))
             else:
                 emit(run, finish(run, got))
             if len(pending) >= VERIFY_BATCH or (pending and uid == uids[-1]):
-                for done in _verify_batch(source, container, writable, pending, options, on_start):
+                for done in _verify_batch(source, container, pending, options, on_start):
                     emit(*done)
                 pending = []
     finally:
