@@ -46,6 +46,7 @@ __all__ = [
     "read_array_into",
     "read_table",
     "retry_once",
+    "route_url",
     "runs_only",
     "send_get",
     "streaming_cache",
@@ -313,6 +314,25 @@ def data_source(context: Context, path: list[str]) -> dict | None:
     return sources[0] if sources else None
 
 
+def route_url(node: Any, route: str) -> str:
+    """The address of ``node`` under another API route (``"stream/single"``, ``"webhooks/target"``).
+
+    Built from the node's own metadata address, so a server behind a path prefix works.
+
+    >>> class Node: uri = "http://tiled.example/api/v1/metadata/raw/abc"
+    >>> route_url(Node(), "webhooks/target")
+    'http://tiled.example/api/v1/webhooks/target/raw/abc'
+    >>> Node.uri = "http://tiled.example/api/v1/metadata"
+    >>> route_url(Node(), "webhooks/target")
+    'http://tiled.example/api/v1/webhooks/target/'
+    """
+    uri = str(node.uri)
+    if "/metadata/" in uri:
+        return uri.replace("/metadata/", f"/{route}/", 1)
+    # the root node: ".../api/v1/metadata" without the trailing slash
+    return uri.rstrip("/").removesuffix("/metadata") + f"/{route}/"
+
+
 def websocket_url(node: Any) -> str:
     """The ``/stream/single`` websocket address of a node (``ws://`` or ``wss://``).
 
@@ -322,12 +342,7 @@ def websocket_url(node: Any) -> str:
     >>> websocket_url(Node())
     'wss://tiled.example/api/v1/stream/single/raw/abc'
     """
-    uri = str(node.uri)
-    if "/metadata/" in uri:
-        uri = uri.replace("/metadata/", "/stream/single/", 1)
-    else:  # the root node: ".../api/v1/metadata" without the trailing slash
-        uri = uri.rstrip("/").removesuffix("/metadata") + "/stream/single/"
-    scheme, _, rest = uri.partition("://")
+    scheme, _, rest = route_url(node, "stream/single").partition("://")
     return ("wss" if scheme == "https" else "ws") + "://" + rest
 
 
@@ -404,11 +419,7 @@ def webhooks(node: Any, *, timeout: float = 10.0) -> bool | None:
     >>> webhooks(client)   # doctest: +SKIP
     False
     """
-    uri = str(node.uri)
-    if "/metadata/" in uri:
-        url = uri.replace("/metadata/", "/webhooks/target/", 1)
-    else:  # the root node
-        url = uri.rstrip("/").removesuffix("/metadata") + "/webhooks/target/"
+    url = route_url(node, "webhooks/target")
     try:
         response = node.context.http_client.get(url, timeout=timeout)
     except Exception as err:
