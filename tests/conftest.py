@@ -1,7 +1,6 @@
 """Session fixtures: recorded runs, and the same catalog served three ways.
 
-``served`` is parametrized over the server modes; every test that takes it runs
-against each of them:
+The catalog can be served in three modes:
 
 - ``simple``: ``tiled.server.SimpleTiledServer`` in this process (plain root, no specs);
 - ``sqlite``: ``tiled serve catalog --init catalog.db -w duckdb:///...`` subprocess;
@@ -10,6 +9,18 @@ against each of them:
 
 Each mode also holds a child node ``bluesky`` with the ``CatalogOfBlueskyRuns`` spec
 and two runs, for the specialised-client path.
+
+Two tiers of integration test (``pytest_generate_tests`` below):
+
+- a test that takes ``served`` (or ``db``) runs **once**, against the fastest real
+  server (``simple``, the in-process server; the first mode of the run when the
+  environment leaves ``simple`` out);
+- a test whose behaviour depends on the backend (query translation, key order, what a
+  storage keeps, concurrency, persistence) carries ``@pytest.mark.backends`` (or a
+  module-level ``pytestmark``) and runs in **every** mode.
+
+Each mode's server is started and filled once per session, whichever tier asks first;
+``simple_served`` is the same in-process server.
 
 No fixture here is autouse: a server starts only for a test that asks for one, so the
 unit tier (``python -m pytest tests/unit``) starts none.
@@ -58,12 +69,22 @@ def _modes() -> list:
 
 
 MODES = _modes()
+# The mode a test without the ``backends`` marker runs in: the in-process server.
+FASTEST = next((m for m in MODES if getattr(m, "values", (m,))[0] == "simple"), MODES[0])
 # Tiled keeps the in-process server's settings (its API key among them) process-wide:
 # a second SimpleTiledServer with another key makes the first one refuse its own.
 # Every in-process server of a test session therefore shares this key.
 IN_PROCESS_API_KEY = secrets.token_hex(8)
 SPECIAL_NODE = "bluesky"
 SPECIAL_RUNS = ("count", "scan")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """``served`` in every mode for ``backends`` tests, else once, in the fastest mode."""
+    if "served" not in metafunc.fixturenames:
+        return
+    every = metafunc.definition.get_closest_marker("backends") is not None
+    metafunc.parametrize("served", MODES if every else [FASTEST], indirect=True, scope="session")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -119,41 +140,63 @@ def _fill(client, recorded):
     write_runs(special, recorded, names=SPECIAL_RUNS)
 
 
-@pytest.fixture(scope="session", params=MODES)
-def served(request, recorded, data_dir, tmp_path_factory):
-    from tiled.client import from_uri
+class _Servers:
+    """The session's servers, one per mode, each started and filled when first asked for."""
 
-    mode = request.param
-    directory = tmp_path_factory.mktemp(f"tiled_{mode}")
-    closers = []
-    if mode == "simple":
-        server = in_process_server(directory, [data_dir], IN_PROCESS_API_KEY)
-        closers.append(server.close)
-        uri = server.uri
-    else:
-        server, closers = tiled_serve(mode, directory, [str(data_dir)])
-        uri = server.uri
-    try:
+    def __init__(self, recorded, data_dir, tmp_path_factory):
+        self.recorded = recorded
+        self.data_dir = data_dir
+        self.tmp_path_factory = tmp_path_factory
+        self.started: dict[str, Served] = {}
+        self.closers: list = []
+
+    def get(self, mode: str) -> Served:
+        if mode not in self.started:
+            self.started[mode] = self._start(mode)
+        return self.started[mode]
+
+    def _start(self, mode: str) -> Served:
+        from tiled.client import from_uri
+
+        directory = self.tmp_path_factory.mktemp(f"tiled_{mode}")
+        if mode == "simple":
+            server = in_process_server(directory, [self.data_dir], IN_PROCESS_API_KEY)
+            self.closers.append(server.close)
+            uri = server.uri
+            directory = Path(server.directory)
+        else:
+            server, closers = tiled_serve(mode, directory, [str(self.data_dir)])
+            self.closers.extend(closers)
+            uri = server.uri
         client = from_uri(uri)
-        _fill(client, recorded)
-        yield Served(mode, uri, client, recorded, directory, extras={"server": server})
-    finally:
-        for close in reversed(closers):
+        _fill(client, self.recorded)
+        return Served(mode, uri, client, self.recorded, directory, extras={"server": server})
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
             close()
 
 
 @pytest.fixture(scope="session")
-def simple_served(recorded, data_dir, tmp_path_factory):
-    """Only the in-process server, for tests that need one mode."""
-    from tiled.client import from_uri
-
-    server = in_process_server(tmp_path_factory.mktemp("tiled_simple_only"), [data_dir], IN_PROCESS_API_KEY)
+def servers(recorded, data_dir, tmp_path_factory):
+    """Every mode's server of this session (see :class:`_Servers`)."""
+    started = _Servers(recorded, data_dir, tmp_path_factory)
     try:
-        client = from_uri(server.uri)
-        _fill(client, recorded)
-        yield Served("simple", server.uri, client, recorded, Path(server.directory), extras={"server": server})
+        yield started
     finally:
-        server.close()
+        started.close()
+
+
+@pytest.fixture(scope="session")
+def served(request, servers) -> Served:
+    """The catalog in one mode (parametrized by ``pytest_generate_tests``)."""
+    return servers.get(request.param)
+
+
+@pytest.fixture(scope="session")
+def simple_served(servers) -> Served:
+    """The in-process server, for tests that need that mode in particular."""
+    return servers.get("simple")
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ def broker(served):
 
 
 # -- round trip of every run kind -----------------------------------------------------
+@pytest.mark.backends
 @pytest.mark.parametrize("run_name", ROUND_TRIP_RUNS)
 def test_round_trip(served, run_name):
     if run_name not in served.runs:

@@ -202,6 +202,7 @@ def _header(catalog: ImageCatalog, name: str):
 
 
 # -- get_images --------------------------------------------------------------------
+@pytest.mark.backends
 def test_get_images_npy_sequence_from_ophyd_sim(db, served):
     h = db[served.runs["images"].uid]
     imgs = db.get_images(h, "img")
@@ -319,6 +320,7 @@ def test_table_fill_reads_frames(image_catalog):
     numpy.testing.assert_array_equal(numpy.stack(list(t["tcam_image"])), tiff_frames())
 
 
+@pytest.mark.backends
 def test_table_fill_npy_run(db, served):
     h = db[served.runs["images"].uid]
     table = h.table(fill=True)

@@ -8,6 +8,9 @@ import pytest
 from databroker_compat import AmbiguousKey, BadKey, Broker, RunNotFound
 from helpers import new_container, synthetic_run, write_docs
 
+# Key order, prefix matching and sorting differ between backends: every mode.
+pytestmark = pytest.mark.backends
+
 ORDER = ["count", "scan", "grid", "monitor", "config", "empty", "declared", "arrays", "images", "nostop", "big", "count_again"]
 
 

@@ -33,6 +33,9 @@ from databroker_compat.migration.target import delete_run
 from databroker_compat.migration.worker import migrate_partition
 from databroker_compat.migration.writing_view import close_streams
 
+# Batched searches and the writer's close decision depend on the server: every mode.
+pytestmark = pytest.mark.backends
+
 T0 = 1_600_000_000.0
 N = 4
 

@@ -58,6 +58,7 @@ def _data(run, stream, key):
     return [e["data"][key] for e in run.events(stream)]
 
 
+@pytest.mark.backends
 def test_migrate_reads_back_through_broker(served, source_runs, mongo_db, source, tmp_path):
     before = _snapshot(mongo_db)
     target = _container(served, "migrated")
@@ -129,6 +130,7 @@ def test_rerun_moves_nothing_twice(simple_served, source_runs, source, tmp_path)
     assert sorted(target) == sorted(r.uid for r in source_runs.values())
 
 
+@pytest.mark.backends
 def test_half_written_run_is_rewritten(served, source_runs, source, tmp_path):
     target = _container(served, "partial")
     scan = source_runs["scan"]

@@ -126,6 +126,7 @@ def _check_quirk(h, quirk: ld.Quirk, *, fill: bool = False):
 # -- runs recorded by a real RunEngine into the v1 layout ------------------------------
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("name", ["count", "scan", "images"])
 def test_recorded_runs_migrate_with_their_values(legacy, target, name):
     run = legacy.recorded[name]
@@ -211,6 +212,7 @@ def test_run_without_stop_left_open_has_no_events(legacy, target):
     assert run_state(target, quirk.uid, expected) == "complete"
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize(
     "name",
     [
@@ -327,6 +329,7 @@ def test_ad_tiff_resource_path_gets_its_slash(legacy, target):
     _check_quirk(h, quirk, fill=True)
 
 
+@pytest.mark.backends
 def test_run_already_in_target(legacy, target):
     quirk = legacy.quirks["already_there"]
     _migrate(target, legacy.source, quirk.uid)
@@ -341,6 +344,7 @@ def test_run_already_in_target(legacy, target):
     _check_quirk(h, quirk)
 
 
+@pytest.mark.backends
 def test_half_written_run_is_partial_then_rewritten(legacy, target):
     run = legacy.recorded["count"]
     quirk_uid = ld.quirk_no_stop(legacy.mds, legacy.assets, legacy.recorded).uid

@@ -34,6 +34,9 @@ from migration_source import insert_recorded, record_source_runs
 from mongo_wire import MongoWireServer
 from servers import TiledProcess
 
+# What the writer sends depends on what the server offers (streaming cache, webhooks): every mode.
+pytestmark = pytest.mark.backends
+
 #: Whether each served mode runs a streaming cache (tests/conftest.py describes the modes).
 STREAMS = {"simple": True, "sqlite": False, "postgres": False}
 #: The nodes TiledWriter creates for each recorded run, below the run's own node.

@@ -291,6 +291,7 @@ def test_usage_errors_exit_2(archive, tmp_path):
 LAYOUTS = ["two_resources", "interleaved", "two_descriptors", "index_from_5", "sparse_seq_nums"]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("spec", ["NPY_SEQ", "AD_TIFF"])
 def test_every_frame_under_its_own_event(served, data_dir, spec):
     """A key kept external is registered datum by datum (the writer's ``indices``); one it cannot be, inline."""

@@ -347,6 +347,7 @@ def _served_as_in_files(target, run: ImageRun, datums_kept) -> bool:
     return True
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("name", ["uint16", "reshaped", "gap"])
 def test_verification_agrees_with_what_broker_serves(served, legacy, tmp_path, name):
     run = legacy.runs[name]

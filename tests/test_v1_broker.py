@@ -148,6 +148,7 @@ def test_get_resource_uids_are_those_documents_emit(served, db, name):
 
 
 # -- 4. db[-N] past the oldest run ---------------------------------------------------------
+@pytest.mark.backends
 def test_index_past_the_oldest_run_is_a_key_and_an_index_error(served, db):
     with pytest.raises(NotEnoughRuns, match=f"{len(ORDER)} runs in this catalog") as err:
         db[-len(ORDER) - 1]
@@ -159,6 +160,7 @@ def test_index_past_the_oldest_run_is_a_key_and_an_index_error(served, db):
         db[-1000]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("query", [{"plan_name": "count"}, {"sample": {"$regex": "foil$"}}], ids=["server", "client"])
 def test_results_index_past_the_oldest_match(served, db, query):
     res = db(**query)
@@ -178,6 +180,7 @@ def test_slices_of_the_whole_catalog_are_refused(db, key):
         db(plan_name="count")[key]
 
 
+@pytest.mark.backends
 def test_v1_slices_keep_their_meaning(served, db):
     order = uids(served, ORDER)
     assert [h.uid for h in db[-5:]] == order[-5:]
@@ -186,6 +189,7 @@ def test_v1_slices_keep_their_meaning(served, db):
 
 
 # -- 6. keys given as sets -------------------------------------------------------------------
+@pytest.mark.backends
 def test_sets_work_like_lists(served, db):
     scan, grid = served.runs["scan"], served.runs["grid"]
     found = db[{scan.uid, grid.uid}]
@@ -203,6 +207,7 @@ def test_tuples_work_as_before(served, db):
 
 
 # -- 7. v1's special search keywords -------------------------------------------------------
+@pytest.mark.backends
 def test_start_time_and_stop_time_are_since_and_until(served, db):
     times = sorted(r.start["time"] for r in served.runs.values())
     since, until = times[2], times[7]
@@ -236,6 +241,7 @@ def declares(key):
     return lambda run: any(key in d["data_keys"] for d in run.descriptors())
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("key", ["img", "det", "det1", "spectrum", "temperature"])
 def test_data_key_finds_runs_whose_descriptors_declare_it(served, db, key):
     expected = by_time(served, declares(key))
@@ -246,6 +252,7 @@ def test_data_key_finds_runs_whose_descriptors_declare_it(served, db, key):
     assert res[-1].uid == expected[-1]
 
 
+@pytest.mark.backends
 def test_data_key_combines_with_conditions_filters_and_lookups(served, db):
     count = by_time(served, lambda r: declares("det1")(r) and r.start["plan_name"] == "count")
     assert len(count) == 2
@@ -307,6 +314,7 @@ def test_v2_leaves_every_other_client_as_it_was(served, db):
     assert type(served.client[uid]) is given
     assert not before.__name__.startswith("BlueskyRunV2")
 
+@pytest.mark.backends
 def test_v2_searches_with_the_plugin_queries_select_the_right_runs(served, db):
     from bluesky_tiled_plugins.queries import PartialUID, ScanID, ScanIDRange, TimeRange
     from tiled.queries import Key
